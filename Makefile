@@ -1,0 +1,33 @@
+# The two README commands: `make quickstart` (set up, train + evaluate on synthetic data, overlays)
+# and `make test` (the whole suite; .ci/run calls it). Both are idempotent.
+PYTHON ?= python3
+QUICKSTART_CONFIG := configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml
+QUICKSTART_OUTPUT := output/quickstart/mask_rcnn_R_18_FPN_synthetic
+DETECTRON2_GIT := git+https://github.com/facebookresearch/detectron2.git
+
+.PHONY: setup detectron2 quickstart test lint
+
+setup: detectron2
+	$(PYTHON) -m pip install -q --no-build-isolation -c constraints-dev.txt -e '.[dev]'
+	$(PYTHON) -m pip install -q --no-deps panopticapi-lite==0.2.0
+
+# detectron2 is not on PyPI: use the installed one, else install it from its repository.
+detectron2:
+	@$(PYTHON) -c "import detectron2" 2>/dev/null && echo "detectron2 found" || { \
+	  echo "detectron2 is not importable: installing it from $(DETECTRON2_GIT)"; \
+	  $(PYTHON) -m pip install -q -c constraints-dev.txt torch torchvision 'setuptools<81' && \
+	  $(PYTHON) -m pip install --no-build-isolation -c constraints-dev.txt '$(DETECTRON2_GIT)' || { \
+	    echo "ERROR: could not install detectron2 (it needs git, a C++ compiler and network access)."; \
+	    echo "Install it by hand as the README says, then run this command again."; exit 1; }; }
+
+quickstart: setup
+	$(PYTHON) datasets/prepare_synthetic.py
+	$(PYTHON) tools/train_net.py --config-file $(QUICKSTART_CONFIG) OUTPUT_DIR $(QUICKSTART_OUTPUT)
+	$(PYTHON) tools/demo.py --config-file $(QUICKSTART_CONFIG) --dataset d2seg_synthetic_instance_val \
+	  --num-images 4 --output $(QUICKSTART_OUTPUT)/overlays MODEL.WEIGHTS $(QUICKSTART_OUTPUT)/model_final.pth
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check .

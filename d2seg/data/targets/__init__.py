@@ -1,0 +1,1 @@
+"""Target generators: pure functions from ground truth to what a head regresses."""

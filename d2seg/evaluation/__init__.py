@@ -1,0 +1,97 @@
+"""Evaluators, picked by each test dataset's `evaluator_type` metadata.
+
+:func:`build_evaluator` looks the type up in :data:`EVALUATOR_FACTORIES`; a new family adds
+itself with :func:`register_evaluator` instead of another branch in `train_net.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+
+from d2seg.evaluation.cityscapes_evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+)
+from d2seg.evaluation.coco_evaluation import D2SegCOCOEvaluator
+
+EvaluatorFactory = Callable[[CfgNode, str, str], list[DatasetEvaluator]]
+EVALUATOR_FACTORIES: dict[str, EvaluatorFactory] = {}
+
+
+def register_evaluator(evaluator_type: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
+    """Decorator: `factory(cfg, dataset_name, output_folder)` serves datasets of this type."""
+
+    def add(factory: EvaluatorFactory) -> EvaluatorFactory:
+        EVALUATOR_FACTORIES[evaluator_type] = factory
+        return factory
+
+    return add
+
+
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> DatasetEvaluator:
+    """The evaluator(s) for `dataset_name`, chosen by its metadata's `evaluator_type`."""
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    if evaluator_type not in EVALUATOR_FACTORIES:
+        raise NotImplementedError(
+            f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; known types: "
+            f"{sorted(EVALUATOR_FACTORIES)}"
+        )
+    evaluators = EVALUATOR_FACTORIES[evaluator_type](cfg, dataset_name, output_folder)
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+@register_evaluator("coco")
+def _coco(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
+    return [D2SegCOCOEvaluator(dataset_name, output_dir=output_folder)]
+
+
+@register_evaluator("sem_seg")
+def _sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
+    return [SemSegEvaluator(dataset_name, output_dir=output_folder)]
+
+
+@register_evaluator("coco_panoptic_seg")
+def _coco_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
+    """PQ, plus box/mask AP where instance annotations exist and mIoU where stuff PNGs exist
+    (the "separated" registrations Panoptic FPN uses)."""
+    metadata = MetadataCatalog.get(dataset_name)
+    evaluators: list[DatasetEvaluator] = [COCOPanopticEvaluator(dataset_name, output_folder)]
+    if metadata.get("json_file"):
+        evaluators.append(D2SegCOCOEvaluator(dataset_name, output_dir=output_folder))
+    if metadata.get("sem_seg_root"):
+        evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
+    return evaluators
+
+
+@register_evaluator("cityscapes_instance")
+def _cityscapes_instance(cfg: CfgNode, dataset_name: str, output_folder: str):
+    return [CityscapesInstanceEvaluator(dataset_name)]
+
+
+@register_evaluator("cityscapes_sem_seg")
+def _cityscapes_sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str):
+    return [CityscapesSemSegEvaluator(dataset_name)]
+
+
+@register_evaluator("cityscapes_panoptic_seg")
+def _cityscapes_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str):
+    return [COCOPanopticEvaluator(dataset_name, output_folder)]
+
+
+__all__ = [
+    "EVALUATOR_FACTORIES",
+    "CityscapesInstanceEvaluator",
+    "CityscapesSemSegEvaluator",
+    "D2SegCOCOEvaluator",
+    "build_evaluator",
+    "register_evaluator",
+]

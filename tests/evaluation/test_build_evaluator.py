@@ -1,0 +1,52 @@
+"""Evaluators are picked from each dataset's `evaluator_type`."""
+
+import pytest
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOPanopticEvaluator, SemSegEvaluator
+
+from d2seg.config import load_config
+from d2seg.evaluation import (
+    EVALUATOR_FACTORIES,
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+    D2SegCOCOEvaluator,
+    build_evaluator,
+)
+from tests.modeling.test_configs import CONFIG_ROOT, CPU
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(str(CONFIG_ROOT / "Base-RCNN-FPN.yaml"), CPU)
+
+
+def _types(evaluator):
+    inner = getattr(evaluator, "_evaluators", [evaluator])
+    return [type(e) for e in inner]
+
+
+def test_types_cover_the_issue_list():
+    assert {"coco", "coco_panoptic_seg", "cityscapes_instance", "cityscapes_panoptic_seg",
+            "sem_seg", "cityscapes_sem_seg"} <= set(EVALUATOR_FACTORIES)
+
+
+def test_synthetic_splits(cfg, synthetic_root, tmp_path):
+    assert _types(build_evaluator(cfg, "d2seg_synthetic_instance_val", str(tmp_path))) == [
+        D2SegCOCOEvaluator]
+    assert _types(build_evaluator(cfg, "d2seg_synthetic_panoptic_val_separated",
+                                  str(tmp_path))) == [
+        COCOPanopticEvaluator, D2SegCOCOEvaluator, SemSegEvaluator]
+
+
+def test_cityscapes_splits(cfg, tmp_path):
+    assert _types(build_evaluator(cfg, "d2seg_cityscapes_fine_instance_seg_val",
+                                  str(tmp_path))) == [CityscapesInstanceEvaluator]
+    assert _types(build_evaluator(cfg, "d2seg_cityscapes_fine_sem_seg_val", str(tmp_path))) == [
+        CityscapesSemSegEvaluator]
+
+
+def test_unknown_type_is_named(cfg, tmp_path):
+    MetadataCatalog.get("d2seg_test_odd_dataset").set(evaluator_type="odd_type")
+    with pytest.raises(NotImplementedError, match="odd_type.*d2seg_test_odd_dataset|"
+                                                  "d2seg_test_odd_dataset.*odd_type"):
+        build_evaluator(cfg, "d2seg_test_odd_dataset", str(tmp_path))
