@@ -5,7 +5,7 @@ QUICKSTART_CONFIG := configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml
 QUICKSTART_OUTPUT := output/quickstart/mask_rcnn_R_18_FPN_synthetic
 DETECTRON2_GIT := git+https://github.com/facebookresearch/detectron2.git
 
-.PHONY: setup detectron2 quickstart test lint
+.PHONY: setup detectron2 quickstart test lint benchmark-mask-scoring
 
 setup: detectron2
 	$(PYTHON) -m pip install -q --no-build-isolation -c constraints-dev.txt -e '.[dev]'
@@ -31,3 +31,11 @@ test: setup
 
 lint:
 	ruff check .
+
+# Mask Scoring R-CNN vs Mask R-CNN after the quickstart schedule (trains whichever is missing).
+benchmark-mask-scoring: setup
+	@for name in mask_rcnn_R_18_FPN_synthetic mask_scoring_rcnn_R_18_FPN_synthetic; do \
+	  test -f output/quickstart/$$name/model_final.pth || \
+	  $(PYTHON) tools/train_net.py --config-file configs/quickstart/$$name.yaml \
+	    OUTPUT_DIR output/quickstart/$$name || exit 1; done
+	$(PYTHON) benchmarks/mask_scoring.py

@@ -8,6 +8,7 @@ the main process gathers them, writes them in the layout the official scripts re
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import os
 import tempfile
@@ -87,7 +88,11 @@ def _image_key(input_dict: dict) -> tuple[str, str]:
 
 
 class _CityscapesEvaluator(DatasetEvaluator):
-    """Collects per-image predictions on every process and evaluates them on the main one."""
+    """Collects per-image predictions on every process and evaluates them on the main one with
+    the official script `OFFICIAL_MODULE`, against each image's `*_{GT_SUFFIX}` file."""
+
+    OFFICIAL_MODULE = ""
+    GT_SUFFIX = ""
 
     def __init__(self, dataset_name: str):
         self._metadata = MetadataCatalog.get(dataset_name)
@@ -102,14 +107,31 @@ class _CityscapesEvaluator(DatasetEvaluator):
         if not comm.is_main_process():
             return None
         with tempfile.TemporaryDirectory(prefix="d2seg_cityscapes_eval_") as workdir:
-            return self._evaluate(predictions, os.path.abspath(workdir))
+            workdir = os.path.abspath(workdir)
+            official = _numpy_compatible(importlib.import_module(self.OFFICIAL_MODULE))
+            prediction_dir = os.path.join(workdir, "pred")
+            os.makedirs(prediction_dir)
+            gt_files = []
+            for (city, stem), prediction in predictions:
+                gt_files.append(os.path.join(self._metadata.gt_dir, city,
+                                             f"{stem}_{self.GT_SUFFIX}"))
+                self._write_prediction(prediction_dir, stem, prediction)
+            args = _quiet_official_args(official.args, prediction_dir)
+            with _official_script_context(workdir):
+                return self._run_official(official, args, gt_files, workdir)
 
-    def _evaluate(self, predictions: list, workdir: str) -> OrderedDict:
+    def _write_prediction(self, prediction_dir: str, stem: str, prediction) -> None:
+        raise NotImplementedError
+
+    def _run_official(self, official, args, gt_files: list[str], workdir: str) -> OrderedDict:
         raise NotImplementedError
 
 
 class CityscapesInstanceEvaluator(_CityscapesEvaluator):
     """Instance AP / AP50 with the official Cityscapes instance-level evaluation."""
+
+    OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling"
+    GT_SUFFIX = "gtFine_instanceIds.png"
 
     def process(self, inputs, outputs) -> None:
         for input_dict, output in zip(inputs, outputs):
@@ -122,34 +144,27 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
             ]
             self._predictions.append((_image_key(input_dict), found))
 
-    def _evaluate(self, predictions: list, workdir: str) -> OrderedDict:
-        import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as official
+    def _write_prediction(self, prediction_dir: str, stem: str, found: list) -> None:
+        """One PNG per instance, listed with its label id and score in `<stem>_pred.txt`."""
+        with open(os.path.join(prediction_dir, f"{stem}_pred.txt"), "w") as listing:
+            for index, (label_id, score, rle) in enumerate(found):
+                mask_name = f"{stem}_{index}_{label_id}.png"
+                cv2.imwrite(os.path.join(prediction_dir, mask_name), mask_util.decode(rle) * 255)
+                listing.write(f"{mask_name} {label_id} {score}\n")
 
-        _numpy_compatible(official)
-
-        prediction_dir = os.path.join(workdir, "pred")
-        os.makedirs(prediction_dir)
-        gt_files = []
-        for (city, stem), found in predictions:
-            gt_files.append(os.path.join(self._metadata.gt_dir, city,
-                                         f"{stem}_gtFine_instanceIds.png"))
-            with open(os.path.join(prediction_dir, f"{stem}_pred.txt"), "w") as listing:
-                for index, (label_id, score, rle) in enumerate(found):
-                    mask_name = f"{stem}_{index}_{label_id}.png"
-                    cv2.imwrite(os.path.join(prediction_dir, mask_name),
-                                mask_util.decode(rle) * 255)
-                    listing.write(f"{mask_name} {label_id} {score}\n")
-        args = _quiet_official_args(official.args, prediction_dir)
+    def _run_official(self, official, args, gt_files: list[str], workdir: str) -> OrderedDict:
         args.gtInstancesFile = os.path.join(workdir, "gtInstances.json")
-        with _official_script_context(workdir):
-            prediction_files = [official.getPrediction(gt, args) for gt in gt_files]
-            averages = official.evaluateImgLists(prediction_files, gt_files, args)["averages"]
+        prediction_files = [official.getPrediction(gt, args) for gt in gt_files]
+        averages = official.evaluateImgLists(prediction_files, gt_files, args)["averages"]
         return OrderedDict(segm={"AP": averages["allAp"] * 100,
                                  "AP50": averages["allAp50%"] * 100})
 
 
 class CityscapesSemSegEvaluator(_CityscapesEvaluator):
     """mIoU (and instance-weighted iIoU) with the official pixel-level evaluation."""
+
+    OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"
+    GT_SUFFIX = "gtFine_labelIds.png"
 
     def process(self, inputs, outputs) -> None:
         to_label_id = train_id_to_label_id()
@@ -158,23 +173,13 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
             png = cv2.imencode(".png", to_label_id[train_ids])[1].tobytes()
             self._predictions.append((_image_key(input_dict), png))
 
-    def _evaluate(self, predictions: list, workdir: str) -> OrderedDict:
-        import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as official
+    def _write_prediction(self, prediction_dir: str, stem: str, png: bytes) -> None:
+        with open(os.path.join(prediction_dir, f"{stem}_pred.png"), "wb") as f:
+            f.write(png)
 
-        _numpy_compatible(official)
-
-        prediction_dir = os.path.join(workdir, "pred")
-        os.makedirs(prediction_dir)
-        gt_files = []
-        for (city, stem), png in predictions:
-            gt_files.append(os.path.join(self._metadata.gt_dir, city,
-                                         f"{stem}_gtFine_labelIds.png"))
-            with open(os.path.join(prediction_dir, f"{stem}_pred.png"), "wb") as f:
-                f.write(png)
-        args = _quiet_official_args(official.args, prediction_dir)
-        with _official_script_context(workdir):
-            prediction_files = [official.getPrediction(args, gt) for gt in gt_files]
-            results = official.evaluateImgLists(prediction_files, gt_files, args)
+    def _run_official(self, official, args, gt_files: list[str], workdir: str) -> OrderedDict:
+        prediction_files = [official.getPrediction(args, gt) for gt in gt_files]
+        results = official.evaluateImgLists(prediction_files, gt_files, args)
         return OrderedDict(sem_seg={
             "IoU": 100.0 * results["averageScoreClasses"],
             "iIoU": 100.0 * results["averageScoreInstClasses"],

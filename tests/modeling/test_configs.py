@@ -23,6 +23,8 @@ TINY_RCNN = CPU + [
     "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "INPUT.MIN_SIZE_TRAIN", "(160,)",
     "INPUT.MAX_SIZE_TRAIN", "256", "INPUT.RANDOM_FLIP", "none",
+    "INPUT.MASK_FORMAT", "bitmask",  # the synthetic json mixes polygons and RLE
+    "MODEL.ROI_MASKIOU_HEAD.CONV_DIM", "16", "MODEL.ROI_MASKIOU_HEAD.FC_DIM", "32",
 ]
 
 
@@ -33,16 +35,36 @@ def test_every_config_is_found():
             "Cityscapes/mask_rcnn_R_50_FPN.yaml"} <= set(CONFIGS)
 
 
+def _training_split(cfg) -> str:
+    """Synthetic data in the form the config's model trains on."""
+    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
+        return "d2seg_synthetic_panoptic_train_separated"
+    return "d2seg_synthetic_instance_train"
+
+
 @pytest.mark.parametrize("config", MODEL_CONFIGS)
-def test_config_builds_and_runs_inference(config):
-    cfg = load_config(str(CONFIG_ROOT / config), CPU)
-    model = build_model(cfg).eval()
+def test_config_trains_two_iterations_and_runs_inference(config, synthetic_root):
+    """Each config, shrunk to an R-18 and small images: 2 training iterations, then inference."""
+    cfg = load_config(str(CONFIG_ROOT / config), TINY_RCNN)
+    losses = _losses_over_training(cfg, _fixed_batch(cfg, _training_split(cfg)), iterations=2,
+                                   keys=True)
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+    expected = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+    if cfg.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads":
+        expected.add("loss_maskiou")
+    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
+        expected.add("loss_sem_seg")
+    assert set(losses[0]) == expected
+
+    model = build_model(load_config(str(CONFIG_ROOT / config), CPU)).eval()
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, 96, 128) * 255, "height": 96, "width": 128}])
     assert "instances" in outputs[0]
-    if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":
+    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
         assert outputs[0]["sem_seg"].shape[-2:] == (96, 128)
         assert outputs[0]["panoptic_seg"][0].shape == (96, 128)
+    if cfg.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads":
+        assert outputs[0]["instances"].has("mask_scores")
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -61,19 +83,21 @@ def _fixed_batch(cfg, dataset_name, size=2):
     return [mapper(r) for r in records]
 
 
-def _losses_over_training(cfg, batch, iterations):
+def _losses_over_training(cfg, batch, iterations, keys=False):
+    """Train on one fixed batch; the total loss per step (or each step's loss dict)."""
     torch.manual_seed(0)
     model = build_model(cfg).train()
     optimizer = build_optimizer(cfg, model)
-    totals = []
+    history = []
     with EventStorage(0):  # the R-CNN heads log training statistics into it
         for _ in range(iterations):
-            loss = sum(model(batch).values())
+            losses = model(batch)
+            loss = sum(losses.values())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            totals.append(loss.item())
-    return totals
+            history.append({k: v.item() for k, v in losses.items()} if keys else loss.item())
+    return history
 
 
 FAMILIES = {

@@ -31,12 +31,17 @@ def _pixel_span(low: float, high: float, size: int) -> tuple[int, int]:
 
 def _polygon_inbox_fraction(polygons: list[np.ndarray], box: np.ndarray, height: int,
                             width: int) -> float:
-    """In-box fraction of a polygon object, rasterised only over its bounding window."""
+    """In-box fraction of a polygon object, rasterised only over a window that holds it.
+
+    The window starts a pixel before the polygon so that its shifted coordinates stay positive:
+    pycocotools rounds negative coordinates towards zero, and an integer shift of positive ones
+    rasterises exactly as the full image would.
+    """
     points = np.concatenate([p.reshape(-1, 2) for p in polygons])
-    x_start, x_stop = _pixel_span(min(points[:, 0].min(), box[0]),
-                                  max(points[:, 0].max(), box[2]) + 1, width)
-    y_start, y_stop = _pixel_span(min(points[:, 1].min(), box[1]),
-                                  max(points[:, 1].max(), box[3]) + 1, height)
+    x_start = min(max(math.floor(points[:, 0].min()) - 1, 0), width)
+    y_start = min(max(math.floor(points[:, 1].min()) - 1, 0), height)
+    x_stop = min(max(math.ceil(points[:, 0].max()) + 1, x_start), width)
+    y_stop = min(max(math.ceil(points[:, 1].max()) + 1, y_start), height)
     if x_stop <= x_start or y_stop <= y_start:
         return 0.0
     shifted = [(p.reshape(-1, 2) - [x_start, y_start]).reshape(-1).tolist() for p in polygons]

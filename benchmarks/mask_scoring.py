@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Mask Scoring R-CNN vs Mask R-CNN on the synthetic val split, measured side by side.
+
+Needs both quickstart models trained with the quickstart schedule, each as
+
+    python tools/train_net.py --config-file configs/quickstart/NAME.yaml \
+        OUTPUT_DIR output/quickstart/NAME
+
+for NAME in mask_rcnn_R_18_FPN_synthetic and mask_scoring_rcnn_R_18_FPN_synthetic;
+`make benchmark-mask-scoring` trains whichever is missing, then runs this script.
+
+Prints (a) the Spearman correlation between each detection's score and the true IoU of its mask
+with the best ground truth of its class (Mask R-CNN `scores`, MS R-CNN `scores` and
+`mask_scores`), (b) mask AP of both (MS R-CNN ranks masks by `mask_scores`), and (c) inference
+time of MS R-CNN divided by Mask R-CNN's on the same preloaded images, alternating the models
+over several rounds and keeping each one's fastest round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.modeling import build_model
+from scipy.stats import spearmanr
+
+from d2seg.config import load_config
+from d2seg.data import build_test_mapper
+from d2seg.evaluation import D2SegCOCOEvaluator
+
+DATASET = "d2seg_synthetic_instance_val"
+MODELS = {
+    "Mask R-CNN": ("configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml",
+                   "output/quickstart/mask_rcnn_R_18_FPN_synthetic"),
+    "MS R-CNN": ("configs/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic.yaml",
+                 "output/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic"),
+}
+
+
+def load_model(config: str, output_dir: str):
+    weights = os.path.join(output_dir, "model_final.pth")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{weights} not found: train {config} first (see this script's "
+                                "docstring)")
+    cfg = load_config(config, ["MODEL.WEIGHTS", weights])
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(weights)
+    return cfg, model
+
+
+def true_mask_ious(instances, record) -> np.ndarray:
+    """Per detection: IoU of its mask with the best non-crowd ground truth of its class."""
+    height, width = record["height"], record["width"]
+    gt_by_class: dict[int, list] = {}
+    for annotation in record["annotations"]:
+        if annotation.get("iscrowd", 0):
+            continue
+        segmentation = annotation["segmentation"]
+        if isinstance(segmentation, list):
+            segmentation = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+        gt_by_class.setdefault(annotation["category_id"], []).append(segmentation)
+    ious = np.zeros(len(instances))
+    masks = instances.pred_masks.numpy().astype(np.uint8)
+    for index, (mask, category) in enumerate(zip(masks, instances.pred_classes.tolist())):
+        candidates = gt_by_class.get(category)
+        if candidates:
+            predicted = mask_util.encode(np.asfortranarray(mask))
+            ious[index] = mask_util.iou([predicted], candidates, [0] * len(candidates)).max()
+    return ious
+
+
+def timed_pass(model, inputs) -> tuple[float, list]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        outputs = [model([x])[0] for x in inputs]
+    return time.perf_counter() - start, outputs
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds per model")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+
+    models = {name: load_model(*paths) for name, paths in MODELS.items()}
+    cfg = next(iter(models.values()))[0]
+    loader = build_detection_test_loader(cfg, DATASET, mapper=build_test_mapper(cfg))
+    inputs = [batch[0] for batch in loader]
+    records = {r["image_id"]: r for r in DatasetCatalog.get(DATASET)}
+
+    best_time = {name: float("inf") for name in models}
+    outputs = {}
+    for _ in range(args.rounds):
+        for name, (_, model) in models.items():
+            seconds, outputs[name] = timed_pass(model, inputs)
+            best_time[name] = min(best_time[name], seconds)
+
+    print(f"{len(inputs)} images of {DATASET}, {torch.get_num_threads()} threads")
+    print(f"{'model':<12} {'ranking score':<14} {'Spearman(score, IoU)':>21} {'mask AP':>8} "
+          f"{'box AP':>7} {'s/image':>8}")
+    for name in models:
+        instances = [o["instances"].to("cpu") for o in outputs[name]]
+        ious = np.concatenate([true_mask_ious(x, records[i["image_id"]])
+                               for x, i in zip(instances, inputs)])
+        evaluator = D2SegCOCOEvaluator(DATASET)
+        evaluator.reset()
+        evaluator.process(inputs, outputs[name])
+        results = evaluator.evaluate()
+        ranking = ["scores", "mask_scores"] if instances[0].has("mask_scores") else ["scores"]
+        for field in ranking:
+            scores = np.concatenate([x.get(field).numpy() for x in instances])
+            rho = spearmanr(scores, ious).statistic
+            ap = results["segm"]["AP"] if field == ranking[-1] else float("nan")
+            print(f"{name:<12} {field:<14} {rho:>21.3f} {ap:>8.1f} {results['bbox']['AP']:>7.1f} "
+                  f"{best_time[name] / len(inputs):>8.4f}")
+    ratio = best_time["MS R-CNN"] / best_time["Mask R-CNN"]
+    print(f"inference time MS R-CNN / Mask R-CNN: {ratio:.3f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
