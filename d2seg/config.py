@@ -22,12 +22,66 @@ def add_mask_scoring_config(cfg: CfgNode) -> None:
     cfg.MODEL.ROI_MASKIOU_HEAD.DETACH_INPUT = False
 
 
+def add_panoptic_deeplab_config(cfg: CfgNode) -> None:
+    """Panoptic-DeepLab (Cheng et al., CVPR 2020). Defaults are the paper's Cityscapes setting,
+    as in the authors' reference and Detectron2's Panoptic-DeepLab project configs; COCO
+    configs override LOSS_TOP_K, STUFF_AREA and NMS_KERNEL."""
+    # DeepLab ResNet variant (paper sec. 4: "R52" = 3-conv stem, res5 dilated, multi-grid).
+    cfg.MODEL.RESNETS.STEM_TYPE = "basic"  # "deeplab": three 3x3 convs (the last to 128 ch)
+    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]  # dilation multipliers of res5's 3 blocks
+    # DeepLabV3+ semantic decoder, under Detectron2's semantic-head namespace.
+    sem = cfg.MODEL.SEM_SEG_HEAD
+    sem.PROJECT_FEATURES = ["res2", "res3"]  # low-level features fused by the decoder
+    sem.PROJECT_CHANNELS = [32, 64]  # their 1x1 projections (res2 -> 32, res3 -> 64)
+    sem.ASPP_CHANNELS = 256  # ASPP width
+    sem.ASPP_DILATIONS = [6, 12, 18]  # ASPP atrous rates at output stride 16
+    sem.ASPP_DROPOUT = 0.1  # dropout after ASPP
+    sem.HEAD_CHANNELS = 256  # channels of the prediction head conv
+    sem.LOSS_TYPE = "hard_pixel_mining"  # "cross_entropy" or "hard_pixel_mining"
+    sem.LOSS_TOP_K = 0.2  # fraction of hardest pixels kept (0.2 Cityscapes, 1.0 COCO)
+    # Instance (center / offset) decoder.
+    ins = cfg.MODEL.INS_EMBED_HEAD = CfgNode()
+    ins.NAME = "PanopticDeepLabInsEmbedHead"  # entry of INS_EMBED_BRANCHES_REGISTRY
+    ins.IN_FEATURES = ["res2", "res3", "res5"]  # fused low-level features + ASPP input
+    ins.PROJECT_FEATURES = ["res2", "res3"]
+    ins.PROJECT_CHANNELS = [16, 32]  # instance decoder projections (paper: half the semantic)
+    ins.ASPP_CHANNELS = 256
+    ins.ASPP_DILATIONS = [6, 12, 18]
+    ins.ASPP_DROPOUT = 0.1
+    ins.HEAD_CHANNELS = 32  # channels of the center / offset prediction convs
+    ins.CONVS_DIM = 128  # decoder width (paper: 128 for the instance branch)
+    ins.COMMON_STRIDE = 4  # predictions at stride 4, upsampled x4
+    ins.NORM = "SyncBN"
+    ins.CENTER_LOSS_WEIGHT = 200.0  # paper sec. 3.4
+    ins.OFFSET_LOSS_WEIGHT = 0.01  # paper sec. 3.4
+    # Meta-architecture, targets and post-processing.
+    pdl = cfg.MODEL.PANOPTIC_DEEPLAB = CfgNode()
+    pdl.USE_DEPTHWISE_SEPARABLE_CONV = False  # 5x5 DSConv decoders (the paper's light head)
+    pdl.STUFF_AREA = 2048  # stuff segments smaller than this become VOID (COCO: 4096)
+    pdl.CENTER_THRESHOLD = 0.1  # centre heatmap threshold
+    pdl.NMS_KERNEL = 7  # centre max-pool NMS window (COCO: 41)
+    pdl.TOP_K_INSTANCE = 200  # centres kept
+    pdl.PREDICT_INSTANCES = True  # also output `instances` for instance-AP evaluation
+    pdl.SIZE_DIVISIBILITY = -1  # pad inputs to a multiple of this (-1: backbone's)
+    pdl.GROUPING_CHUNK_SIZE = 65536  # thing pixels grouped at once (bounds memory)
+    pdl.GAUSSIAN_SIGMA = 8.0  # centre heatmap Gaussian (paper sec. 3.2)
+    pdl.SMALL_INSTANCE_AREA = 4096  # instances below 64 x 64 pixels get ...
+    pdl.SMALL_INSTANCE_WEIGHT = 3.0  # ... this semantic loss weight
+    pdl.IGNORE_CROWD_IN_SEMANTIC = False  # crowd pixels keep their semantic label
+    pdl.IGNORE_STUFF_IN_OFFSET = True  # offsets are learnt on thing pixels only
+    # Optimizer and schedule hooks selected by name (d2seg/solver.py).
+    cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's) or "ADAM" (Panoptic-DeepLab: Adam)
+    cfg.SOLVER.POLY_LR_POWER = 0.9  # for LR_SCHEDULER_NAME "WarmupPolyLR"
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0  # poly schedule floor, as a fraction of BASE_LR
+
+
 def add_d2seg_config(cfg: CfgNode) -> CfgNode:
     """Add every d2seg key to a Detectron2 config (call before `merge_from_file`).
 
     Each head family contributes its own `add_<head>_config`; this combines them.
     """
     add_mask_scoring_config(cfg)
+    add_panoptic_deeplab_config(cfg)
     return cfg
 
 
