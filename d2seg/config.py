@@ -63,7 +63,7 @@ def add_panoptic_deeplab_config(cfg: CfgNode) -> None:
     pdl.TOP_K_INSTANCE = 200  # centres kept
     pdl.PREDICT_INSTANCES = True  # also output `instances` for instance-AP evaluation
     pdl.SIZE_DIVISIBILITY = -1  # pad inputs to a multiple of this (-1: backbone's)
-    pdl.GROUPING_CHUNK_SIZE = 65536  # thing pixels grouped at once (bounds memory)
+    pdl.GROUPING_CHUNK_SIZE = 4096  # thing pixels grouped at once (bounds memory, fits cache)
     pdl.GAUSSIAN_SIGMA = 8.0  # centre heatmap Gaussian (paper sec. 3.2)
     pdl.SMALL_INSTANCE_AREA = 4096  # instances below 64 x 64 pixels get ...
     pdl.SMALL_INSTANCE_WEIGHT = 3.0  # ... this semantic loss weight

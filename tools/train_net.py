@@ -18,10 +18,17 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from d2seg.config import load_config
 from d2seg.data import build_test_mapper, build_train_mapper
 from d2seg.evaluation import build_evaluator
+from d2seg.solver import build_lr_scheduler, build_optimizer
+from d2seg.utils.distributed import cpu_friendly_ddp
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer whose data loaders and evaluators come from d2seg's registries."""
+    """DefaultTrainer whose data loaders, evaluators, optimizer and LR schedule come from d2seg
+    (each picked by the config, falling back to Detectron2's)."""
+
+    def __init__(self, cfg: CfgNode):
+        with cpu_friendly_ddp():  # `--num-gpus N` also trains on CPU
+            super().__init__(cfg)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
@@ -30,6 +37,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
         return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):

@@ -84,7 +84,12 @@ def _cityscapes_sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str):
 
 @register_evaluator("cityscapes_panoptic_seg")
 def _cityscapes_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str):
-    return [COCOPanopticEvaluator(dataset_name, output_folder)]
+    """PQ, plus Cityscapes mIoU and, when the model predicts instances, instance AP."""
+    evaluators = [COCOPanopticEvaluator(dataset_name, output_folder),
+                  CityscapesSemSegEvaluator(dataset_name)]
+    if cfg.MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES:
+        evaluators.append(CityscapesInstanceEvaluator(dataset_name))
+    return evaluators
 
 
 __all__ = [

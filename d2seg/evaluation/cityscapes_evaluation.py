@@ -22,7 +22,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from d2seg.data.datasets.cityscapes import CITYSCAPES_THING_LABELS, train_id_to_label_id
+from d2seg.data.datasets.cityscapes import train_id_to_label_id
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 
@@ -134,12 +134,14 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
     GT_SUFFIX = "gtFine_instanceIds.png"
 
     def process(self, inputs, outputs) -> None:
+        # contiguous class -> Cityscapes label id, whichever contiguous ids the dataset uses
+        # (0..7 for the instance splits, train ids 11..18 for the panoptic ones)
+        label_ids = {v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()}
         for input_dict, output in zip(inputs, outputs):
             instances = output["instances"].to("cpu")
             masks = instances.pred_masks.numpy().astype(np.uint8)
             found = [
-                (CITYSCAPES_THING_LABELS[int(c)].id, float(s),
-                 mask_util.encode(np.asfortranarray(m)))
+                (label_ids[int(c)], float(s), mask_util.encode(np.asfortranarray(m)))
                 for c, s, m in zip(instances.pred_classes, instances.scores, masks)
             ]
             self._predictions.append((_image_key(input_dict), found))

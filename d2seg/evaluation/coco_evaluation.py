@@ -14,7 +14,16 @@ class D2SegCOCOEvaluator(COCOEvaluator):
     """Detectron2's COCOEvaluator; when predictions carry `mask_scores` (Mask Scoring R-CNN),
     box AP ranks detections by `scores` and mask AP by `mask_scores` (paper sec. 4), and the
     results are written per task to `coco_bbox_results.json` and `coco_segm_results.json`, each
-    with the score its task used. Without `mask_scores` it is exactly Detectron2's evaluator."""
+    with the score its task used. Without `mask_scores` it is exactly Detectron2's evaluator.
+
+    It also evaluates "standard" panoptic datasets, whose `thing_classes` list every category
+    (Detectron2's convention there): per-category results then name the thing classes only."""
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        if class_names and id_map and len(class_names) != len(id_map):
+            class_names = [class_names[id_map[i]] for i in sorted(id_map)]
+        return super()._derive_coco_results(coco_eval, iou_type, class_names)
 
     def process(self, inputs, outputs) -> None:
         first_new = len(self._predictions)

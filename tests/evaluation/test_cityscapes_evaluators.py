@@ -18,7 +18,10 @@ def val_split(cityscapes_root):
         str(cityscapes_root), ["val"])
     image_dir = str(cityscapes_root / "leftImg8bit" / "val")
     gt_dir = str(cityscapes_root / "gtFine" / "val")
-    MetadataCatalog.get("d2seg_test_cityscapes_val").set(image_dir=image_dir, gt_dir=gt_dir)
+    MetadataCatalog.get("d2seg_test_cityscapes_val").set(
+        image_dir=image_dir, gt_dir=gt_dir,
+        thing_dataset_id_to_contiguous_id=MetadataCatalog.get(
+            "d2seg_cityscapes_fine_instance_seg_val").thing_dataset_id_to_contiguous_id)
     return image_dir, gt_dir
 
 

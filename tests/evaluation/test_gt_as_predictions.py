@@ -9,8 +9,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_panoptic
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator
 
+from d2seg.config import load_config
 from d2seg.data.panoptic_utils import standard_panoptic_metadata
+from d2seg.evaluation import D2SegCOCOEvaluator, build_evaluator
 from tests.helpers.gt_predictions import instances_from_record, panoptic_from_record
+from tests.modeling.test_configs import CONFIG_ROOT
+
+QUICKSTART = str(CONFIG_ROOT / "quickstart" / "panoptic_deeplab_R_18_synthetic.yaml")
 
 
 def _coco_results(dataset_name, records, output_dir, perturb=False):
@@ -44,6 +49,23 @@ def test_coco_ap_100_on_synthetic_val(synthetic_root, tmp_path):
     assert results["segm"]["AP"] == pytest.approx(100.0)
     perturbed = _coco_results("d2seg_synthetic_instance_val", records, tmp_path, perturb=True)
     assert perturbed["segm"]["AP"] < 60.0
+
+
+def test_coco_ap_on_a_standard_panoptic_split(synthetic_root, tmp_path):
+    """Instance AP on a panoptic split (as Panoptic-DeepLab is evaluated), whose metadata lists
+    stuff among `thing_classes`: d2seg's evaluator reports the three thing classes."""
+    records = DatasetCatalog.get("d2seg_synthetic_instance_val")
+    evaluator = build_evaluator(load_config(QUICKSTART), "d2seg_synthetic_panoptic_val",
+                                str(tmp_path))
+    coco = [e for e in evaluator._evaluators if isinstance(e, D2SegCOCOEvaluator)][0]
+    coco.reset()
+    for record in records:
+        coco.process([{"image_id": record["image_id"]}],
+                     [{"instances": instances_from_record(record)}])
+    results = coco.evaluate()
+    assert results["segm"]["AP"] == pytest.approx(100.0)
+    assert {k for k in results["segm"] if k.startswith("AP-")} == {
+        "AP-circle", "AP-triangle", "AP-square"}
 
 
 def test_coco_pq_100_on_synthetic_val(synthetic_root, tmp_path):

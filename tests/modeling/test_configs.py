@@ -27,6 +27,24 @@ TINY_RCNN = CPU + [
     "MODEL.ROI_MASKIOU_HEAD.CONV_DIM", "16", "MODEL.ROI_MASKIOU_HEAD.FC_DIM", "32",
 ]
 
+# shrinks a Panoptic-DeepLab config the same way (BN everywhere, no dilation, no crop)
+TINY_PANOPTIC_DEEPLAB = CPU + [
+    "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS", "32", "MODEL.RESNETS.RES5_DILATION", "1",
+    "MODEL.RESNETS.RES5_MULTI_GRID", "[1, 1]", "MODEL.RESNETS.NORM", "BN",
+    "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.INS_EMBED_HEAD.NORM", "BN",
+    "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
+    "MODEL.SEM_SEG_HEAD.HEAD_CHANNELS", "32", "MODEL.INS_EMBED_HEAD.ASPP_CHANNELS", "32",
+    "MODEL.INS_EMBED_HEAD.CONVS_DIM", "16", "MODEL.INS_EMBED_HEAD.HEAD_CHANNELS", "16",
+    "MODEL.PANOPTIC_DEEPLAB.SIZE_DIVISIBILITY", "32", "INPUT.CROP.ENABLED", "False",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
+    "DATASETS.TRAIN", "('d2seg_synthetic_panoptic_train',)",
+]
+EXPECTED_LOSSES = {
+    "PanopticDeepLab": {"loss_sem_seg", "loss_center", "loss_offset"},
+    "GeneralizedRCNN": {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"},
+}
+
 
 def test_every_config_is_found():
     assert {"quickstart/mask_rcnn_R_18_FPN_synthetic.yaml",
@@ -37,33 +55,46 @@ def test_every_config_is_found():
 
 def _training_split(cfg) -> str:
     """Synthetic data in the form the config's model trains on."""
+    if cfg.MODEL.META_ARCHITECTURE == "PanopticDeepLab":
+        return "d2seg_synthetic_panoptic_train"
     if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
         return "d2seg_synthetic_panoptic_train_separated"
     return "d2seg_synthetic_instance_train"
 
 
+def _expected_losses(cfg) -> set[str]:
+    meta_arch = cfg.MODEL.META_ARCHITECTURE
+    if meta_arch == "PanopticDeepLab":
+        return EXPECTED_LOSSES[meta_arch]
+    expected = set(EXPECTED_LOSSES["GeneralizedRCNN"])
+    if cfg.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads":
+        expected.add("loss_maskiou")
+    if "PanopticFPN" in meta_arch:
+        expected.add("loss_sem_seg")
+    return expected
+
+
 @pytest.mark.parametrize("config", MODEL_CONFIGS)
 def test_config_trains_two_iterations_and_runs_inference(config, synthetic_root):
-    """Each config, shrunk to an R-18 and small images: 2 training iterations, then inference."""
-    cfg = load_config(str(CONFIG_ROOT / config), TINY_RCNN)
+    """Each config, shrunk to an R-18 and small images: 2 training iterations, then inference
+    with the config's own model."""
+    full = load_config(str(CONFIG_ROOT / config), CPU)
+    tiny = TINY_PANOPTIC_DEEPLAB if full.MODEL.META_ARCHITECTURE == "PanopticDeepLab" else (
+        TINY_RCNN)
+    cfg = load_config(str(CONFIG_ROOT / config), tiny)
     losses = _losses_over_training(cfg, _fixed_batch(cfg, _training_split(cfg)), iterations=2,
                                    keys=True)
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
-    expected = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
-    if cfg.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads":
-        expected.add("loss_maskiou")
-    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
-        expected.add("loss_sem_seg")
-    assert set(losses[0]) == expected
+    assert set(losses[0]) == _expected_losses(cfg)
 
-    model = build_model(load_config(str(CONFIG_ROOT / config), CPU)).eval()
+    model = build_model(full).eval()
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, 96, 128) * 255, "height": 96, "width": 128}])
     assert "instances" in outputs[0]
-    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
+    if "Panoptic" in full.MODEL.META_ARCHITECTURE:
         assert outputs[0]["sem_seg"].shape[-2:] == (96, 128)
         assert outputs[0]["panoptic_seg"][0].shape == (96, 128)
-    if cfg.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads":
+    if full.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads":
         assert outputs[0]["instances"].has("mask_scores")
 
 
@@ -79,7 +110,8 @@ def test_unknown_config_key_is_named(tmp_path):
 
 def _fixed_batch(cfg, dataset_name, size=2):
     mapper = build_train_mapper(cfg)
-    records = [r for r in DatasetCatalog.get(dataset_name) if r.get("annotations")][:size]
+    records = [r for r in DatasetCatalog.get(dataset_name)
+               if r.get("annotations") or r.get("segments_info")][:size]
     return [mapper(r) for r in records]
 
 

@@ -8,6 +8,9 @@ install, so d2seg registers its own splits under new names:
   with instances are crowd regions.
 - ``d2seg_cityscapes_fine_sem_seg_{train,val}``: ``*_gtFine_labelTrainIds.png``, which
   ``datasets/prepare_cityscapes.py`` creates.
+- ``d2seg_cityscapes_fine_panoptic_{train,val}``: the COCO-format panoptic PNGs + json that
+  cityscapesscripts' createPanopticImgs writes (also via ``datasets/prepare_cityscapes.py``),
+  read with Detectron2's own panoptic loader; classes are the 19 train ids.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from cityscapesscripts.helpers.labels import labels
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.cityscapes_panoptic import load_cityscapes_panoptic
 from detectron2.structures import BoxMode
 from PIL import Image
 
@@ -106,6 +110,32 @@ def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> list[dict]:
     return records
 
 
+def cityscapes_panoptic_metadata() -> dict:
+    """Panoptic metadata over the 19 train ids: thing/stuff label ids -> train ids."""
+    names = [label.name for label in CITYSCAPES_STUFF_LABELS]
+    colors = [label.color for label in CITYSCAPES_STUFF_LABELS]
+    return {
+        "thing_classes": names, "thing_colors": colors,
+        "stuff_classes": names, "stuff_colors": colors,
+        "thing_dataset_id_to_contiguous_id": {
+            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS if label.hasInstances},
+        "stuff_dataset_id_to_contiguous_id": {
+            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS
+            if not label.hasInstances},
+    }
+
+
+def load_cityscapes_panoptic_split(image_dir: str, gt_dir: str, panoptic_root: str,
+                                   panoptic_json: str) -> list[dict]:
+    """Detectron2's Cityscapes panoptic loader, after checking that its inputs exist."""
+    cityscapes_files(image_dir, gt_dir, "gtFine_instanceIds.png")  # names a missing root
+    if not os.path.isfile(panoptic_json):
+        raise FileNotFoundError(f"{panoptic_json!r} is missing: run "
+                                "datasets/prepare_cityscapes.py (see datasets/README.md)")
+    return load_cityscapes_panoptic(image_dir, panoptic_root, panoptic_json,
+                                    cityscapes_panoptic_metadata())
+
+
 def register_all_cityscapes(datasets_root: str) -> None:
     """Register d2seg's Cityscapes instance and semantic splits under `datasets_root`."""
     for split, (image_subdir, gt_subdir) in _SPLITS.items():
@@ -118,6 +148,8 @@ def register_all_cityscapes(datasets_root: str) -> None:
             image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_instance",
             thing_classes=[label.name for label in CITYSCAPES_THING_LABELS],
             thing_colors=[label.color for label in CITYSCAPES_THING_LABELS],
+            thing_dataset_id_to_contiguous_id={
+                label.id: i for i, label in enumerate(CITYSCAPES_THING_LABELS)},
         )
 
         name = f"d2seg_cityscapes_fine_sem_seg_{split}"
@@ -127,6 +159,18 @@ def register_all_cityscapes(datasets_root: str) -> None:
             ignore_label=255,
             stuff_classes=[label.name for label in CITYSCAPES_STUFF_LABELS],
             stuff_colors=[label.color for label in CITYSCAPES_STUFF_LABELS],
+        )
+
+        name = f"d2seg_cityscapes_fine_panoptic_{split}"
+        panoptic_root = os.path.join(datasets_root, "cityscapes", "gtFine",
+                                     f"cityscapes_panoptic_{split}")
+        panoptic_json = panoptic_root + ".json"
+        DatasetCatalog.register(name, partial(load_cityscapes_panoptic_split, image_dir, gt_dir,
+                                              panoptic_root, panoptic_json))
+        MetadataCatalog.get(name).set(
+            image_dir=image_dir, gt_dir=gt_dir, panoptic_root=panoptic_root,
+            panoptic_json=panoptic_json, evaluator_type="cityscapes_panoptic_seg",
+            ignore_label=255, label_divisor=1000, **cityscapes_panoptic_metadata(),
         )
 
 

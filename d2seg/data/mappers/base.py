@@ -10,7 +10,7 @@ class DatasetFileError(OSError):
     """An image or annotation file of a dataset record cannot be read."""
 
 
-def _unreadable_files(dataset_dict: dict) -> list[str]:
+def unreadable_files(dataset_dict: dict) -> list[str]:
     """The files a record points to (image, semantic / panoptic PNGs) that PIL cannot decode."""
     bad = []
     for key in ("file_name", "sem_seg_file_name", "pan_seg_file_name"):
@@ -33,7 +33,7 @@ class D2SegDatasetMapper(DatasetMapper):
         try:
             return super().__call__(dataset_dict)
         except (OSError, SyntaxError) as error:
-            bad = _unreadable_files(dataset_dict)
+            bad = unreadable_files(dataset_dict)
             if not bad:
                 raise
             raise DatasetFileError("cannot read " + "; ".join(bad)) from error
