@@ -10,6 +10,7 @@ from detectron2.data.datasets import register_coco_panoptic
 from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
+from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
@@ -141,7 +142,7 @@ def test_cityscapes_panoptic_split_and_evaluators(cityscapes_root, tmp_path):
 
     prepare = load_script("datasets/prepare_cityscapes.py")
     prepare.create_train_id_label_images(str(cityscapes_root), ["val"])
-    prepare.create_panoptic_images(str(cityscapes_root), ["val"])
+    prepare.create_panoptic_images(str(cityscapes_root), ["val"])  # cityscapesscripts' own
     gt = cityscapes_root / "gtFine"
     records = load_cityscapes_panoptic_split(
         str(cityscapes_root / "leftImg8bit" / "val"), str(gt / "val"),
@@ -158,6 +159,31 @@ def test_cityscapes_panoptic_split_and_evaluators(cityscapes_root, tmp_path):
     evaluators = build_evaluator(cfg, name, str(tmp_path))._evaluators
     assert [type(e).__name__ for e in evaluators] == [
         "COCOPanopticEvaluator", "CityscapesSemSegEvaluator", "CityscapesInstanceEvaluator"]
+    # the semantic and instance evaluators on outputs made from the ground truth, with the
+    # panoptic splits' train-id classes (11..18 for things): mIoU and AP 100
+    _, semantic_evaluator, instance_evaluator = evaluators
+    for evaluator in (semantic_evaluator, instance_evaluator):
+        evaluator.reset()
+    thing_ids = sorted(MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id.values())
+    for record in records:
+        panoptic = rgb_to_id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
+        semantic = torch.full(panoptic.shape, 0, dtype=torch.long)
+        instances = Instances(panoptic.shape)
+        masks, classes = [], []
+        for segment in record["segments_info"]:
+            mask = torch.from_numpy(panoptic == segment["id"])
+            semantic[mask] = segment["category_id"]
+            if segment["category_id"] in thing_ids and not segment["iscrowd"]:
+                masks.append(mask)
+                classes.append(segment["category_id"])
+        instances.pred_masks = torch.stack(masks)
+        instances.pred_classes = torch.tensor(classes)
+        instances.scores = torch.ones(len(classes))
+        logits = torch.nn.functional.one_hot(semantic, 19).permute(2, 0, 1).float()
+        semantic_evaluator.process([record], [{"sem_seg": logits}])
+        instance_evaluator.process([record], [{"instances": instances}])
+    assert semantic_evaluator.evaluate()["sem_seg"]["IoU"] == pytest.approx(100.0)
+    assert instance_evaluator.evaluate()["segm"]["AP"] == pytest.approx(100.0)
 
 
 def test_offsets_are_rescaled_to_the_output_resolution(monkeypatch, synthetic_root):

@@ -335,8 +335,9 @@ class PanopticDeepLab(nn.Module):
                    heatmap: torch.Tensor) -> Instances:
         """One instance per thing segment; score = mean class probability over the mask x the
         centre heatmap at the mask's centroid (the reference's instance score)."""
-        labels = [int(v) for v in torch.unique(panoptic) if v >= 0]
-        labels = [v for v in labels if v // self.label_divisor in set(self.thing_ids.tolist())]
+        thing_ids = set(self.thing_ids.tolist())
+        labels = [v for v in torch.unique(panoptic).tolist()
+                  if v >= 0 and v // self.label_divisor in thing_ids]
         instances = Instances(panoptic.shape)
         masks = torch.stack([panoptic == v for v in labels]) if labels else torch.zeros(
             0, *panoptic.shape, dtype=torch.bool, device=panoptic.device)
