@@ -27,12 +27,12 @@ TINY_RCNN = CPU + [
     "MODEL.ROI_MASKIOU_HEAD.CONV_DIM", "16", "MODEL.ROI_MASKIOU_HEAD.FC_DIM", "32",
 ]
 
-# shrinks a Panoptic-DeepLab config the same way (BN everywhere, no dilation, no crop)
+# shrinks a Panoptic-DeepLab config the same way (no dilation, no crop); each config keeps its
+# own norm, so the paper configs' SyncBN trains here in one CPU process
 TINY_PANOPTIC_DEEPLAB = CPU + [
     "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
     "MODEL.RESNETS.STEM_OUT_CHANNELS", "32", "MODEL.RESNETS.RES5_DILATION", "1",
-    "MODEL.RESNETS.RES5_MULTI_GRID", "[1, 1]", "MODEL.RESNETS.NORM", "BN",
-    "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.INS_EMBED_HEAD.NORM", "BN",
+    "MODEL.RESNETS.RES5_MULTI_GRID", "[1, 1]",
     "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
     "MODEL.SEM_SEG_HEAD.HEAD_CHANNELS", "32", "MODEL.INS_EMBED_HEAD.ASPP_CHANNELS", "32",
     "MODEL.INS_EMBED_HEAD.CONVS_DIM", "16", "MODEL.INS_EMBED_HEAD.HEAD_CHANNELS", "16",
