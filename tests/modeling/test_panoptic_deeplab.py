@@ -206,3 +206,18 @@ def test_offsets_are_rescaled_to_the_output_resolution(monkeypatch, synthetic_ro
                                               align_corners=False)[0]
     torch.testing.assert_close(seen["offset"][0], resized[0] * 2)
     torch.testing.assert_close(seen["offset"][1], resized[1] * 3)
+
+
+@pytest.mark.parametrize("flip", ["horizontal", "none"])
+def test_mapper_resizes_then_crops_then_flips(flip, synthetic_root):
+    from detectron2.data import transforms as T
+
+    cfg = load_config(QUICKSTART, ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.SIZE", "(64, 96)",
+                                   "INPUT.RANDOM_FLIP", flip])
+    mapper = build_train_mapper(cfg)
+    kinds = [type(a) for a in mapper.augmentations.augs]
+    expected = [T.ResizeShortestEdge, T.RandomCrop] + ([T.RandomFlip] if flip != "none" else [])
+    assert kinds == expected
+    record = DatasetCatalog.get("d2seg_synthetic_panoptic_train")[0]
+    mapped = mapper(record)
+    assert mapped["image"].shape[-2:] == (64, 96) == mapped["sem_seg"].shape

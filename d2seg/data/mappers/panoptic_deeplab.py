@@ -37,9 +37,9 @@ class PanopticDeepLabDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
-        augmentations = utils.build_augmentation(cfg, is_train)
-        if is_train and cfg.INPUT.CROP.ENABLED:
-            augmentations.insert(-1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        augmentations = utils.build_augmentation(cfg, is_train)  # [resize] + [flip]
+        if is_train and cfg.INPUT.CROP.ENABLED:  # resize -> crop -> flip, as the reference
+            augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
         generator = None
         if is_train:
             metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
