@@ -115,3 +115,14 @@ def test_two_processes_on_cpu_with_naive_sync_bn(synthetic_root, tmp_path):
     assert result.returncode == 0, log[-3000:]
     assert "world size: 2" in log.lower() or "Rank of current process: 1" in log
     assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_demo_draws_panoptic_deeplab_outputs(synthetic_root, tmp_path):
+    """Panoptic maps in label-divisor form (segments_info None) draw through the same demo."""
+    demo = load_script("tools/demo.py")
+    written = demo.main(["--config-file",
+                         str(REPO_ROOT / "configs/quickstart/panoptic_deeplab_R_18_synthetic.yaml"),
+                         "--dataset", "d2seg_synthetic_panoptic_val", "--num-images", "1",
+                         "--output", str(tmp_path)])
+    image = np.asarray(Image.open(written[0]))
+    assert image.ndim == 3 and image.shape[0] >= 224
