@@ -133,10 +133,15 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
     OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling"
     GT_SUFFIX = "gtFine_instanceIds.png"
 
-    def process(self, inputs, outputs) -> None:
+    def __init__(self, dataset_name: str):
+        super().__init__(dataset_name)
         # contiguous class -> Cityscapes label id, whichever contiguous ids the dataset uses
         # (0..7 for the instance splits, train ids 11..18 for the panoptic ones)
-        label_ids = {v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()}
+        self._label_ids = {
+            v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()}
+
+    def process(self, inputs, outputs) -> None:
+        label_ids = self._label_ids
         for input_dict, output in zip(inputs, outputs):
             instances = output["instances"].to("cpu")
             masks = instances.pred_masks.numpy().astype(np.uint8)
@@ -168,11 +173,14 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
     OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"
     GT_SUFFIX = "gtFine_labelIds.png"
 
+    def __init__(self, dataset_name: str):
+        super().__init__(dataset_name)
+        self._to_label_id = train_id_to_label_id()
+
     def process(self, inputs, outputs) -> None:
-        to_label_id = train_id_to_label_id()
         for input_dict, output in zip(inputs, outputs):
             train_ids = output["sem_seg"].argmax(dim=0).to("cpu").numpy().astype(np.uint8)
-            png = cv2.imencode(".png", to_label_id[train_ids])[1].tobytes()
+            png = cv2.imencode(".png", self._to_label_id[train_ids])[1].tobytes()
             self._predictions.append((_image_key(input_dict), png))
 
     def _write_prediction(self, prediction_dir: str, stem: str, png: bytes) -> None:

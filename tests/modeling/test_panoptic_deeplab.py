@@ -221,3 +221,14 @@ def test_mapper_resizes_then_crops_then_flips(flip, synthetic_root):
     record = DatasetCatalog.get("d2seg_synthetic_panoptic_train")[0]
     mapped = mapper(record)
     assert mapped["image"].shape[-2:] == (64, 96) == mapped["sem_seg"].shape
+
+
+def test_mapper_names_an_unreadable_panoptic_png(synthetic_root, tmp_path):
+    from d2seg.data.mappers.base import DatasetFileError
+
+    broken = tmp_path / "broken_panoptic.png"
+    broken.write_bytes(b"not a png")
+    record = dict(DatasetCatalog.get("d2seg_synthetic_panoptic_train")[0],
+                  pan_seg_file_name=str(broken))
+    with pytest.raises(DatasetFileError, match="broken_panoptic.png"):
+        build_train_mapper(load_config(QUICKSTART))(record)

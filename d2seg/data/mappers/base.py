@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from detectron2.data import DatasetMapper
 from PIL import Image
 
@@ -10,7 +13,7 @@ class DatasetFileError(OSError):
     """An image or annotation file of a dataset record cannot be read."""
 
 
-def unreadable_files(dataset_dict: dict) -> list[str]:
+def _unreadable_files(dataset_dict: dict) -> list[str]:
     """The files a record points to (image, semantic / panoptic PNGs) that PIL cannot decode."""
     bad = []
     for key in ("file_name", "sem_seg_file_name", "pan_seg_file_name"):
@@ -25,15 +28,23 @@ def unreadable_files(dataset_dict: dict) -> list[str]:
     return bad
 
 
+@contextlib.contextmanager
+def files_named_on_error(dataset_dict: dict) -> Iterator[None]:
+    """Turn a read failure inside the block into a :class:`DatasetFileError` that names the
+    record's unreadable file(s); other errors pass through unchanged."""
+    try:
+        yield
+    except (OSError, SyntaxError) as error:
+        bad = _unreadable_files(dataset_dict)
+        if not bad:
+            raise
+        raise DatasetFileError("cannot read " + "; ".join(bad)) from error
+
+
 class D2SegDatasetMapper(DatasetMapper):
     """Detectron2's :class:`DatasetMapper`; a missing or corrupt file raises
     :class:`DatasetFileError` naming the file, instead of a bare PIL error."""
 
     def __call__(self, dataset_dict: dict) -> dict:
-        try:
+        with files_named_on_error(dataset_dict):
             return super().__call__(dataset_dict)
-        except (OSError, SyntaxError) as error:
-            bad = unreadable_files(dataset_dict)
-            if not bad:
-                raise
-            raise DatasetFileError("cannot read " + "; ".join(bad)) from error

@@ -10,7 +10,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from d2seg.data.mappers import register_mapper
-from d2seg.data.mappers.base import DatasetFileError, unreadable_files
+from d2seg.data.mappers.base import files_named_on_error
 from d2seg.data.panoptic_utils import rgb_to_id
 from d2seg.data.targets.panoptic_deeplab import PanopticDeepLabTargetGenerator
 
@@ -56,16 +56,13 @@ class PanopticDeepLabDatasetMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = dict(dataset_dict)
-        try:
+        with files_named_on_error(dataset_dict):
             image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
             panoptic = None
             if self.is_train:
                 # kept as uint8 RGB through the augmentations (nearest-neighbour resizing works
                 # on uint8 images, not on int64 id maps); ids are decoded afterwards
                 panoptic = utils.read_image(dataset_dict["pan_seg_file_name"], "RGB")
-        except (OSError, SyntaxError) as error:
-            raise DatasetFileError("cannot read " + "; ".join(unreadable_files(dataset_dict))
-                                   ) from error
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image, sem_seg=panoptic)
         self.augmentations(aug_input)
