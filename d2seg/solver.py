@@ -9,7 +9,7 @@ from detectron2.solver import build_lr_scheduler as detectron2_lr_scheduler
 from detectron2.solver import build_optimizer as detectron2_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
-from fvcore.common.param_scheduler import ParamScheduler
+from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -20,31 +20,25 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         return detectron2_optimizer(cfg, model)
     if name == "ADAM":
         params = get_default_optimizer_params(
-            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM)
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        )
         return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(params, lr=cfg.SOLVER.BASE_LR)
     raise ValueError(f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not 'SGD' or 'ADAM'")
 
 
-class PolyParamScheduler(ParamScheduler):
-    """(1 - t)^power, floored at `constant_ending` (DeepLab's poly schedule)."""
-
-    def __init__(self, power: float, constant_ending: float = 0.0):
-        self.power = power
-        self.constant_ending = constant_ending
-
-    def __call__(self, where: float) -> float:
-        value = (1.0 - where) ** self.power
-        return max(value, self.constant_ending) if self.constant_ending > 0 else value
-
-
 def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
-    """SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (with SOLVER.POLY_LR_POWER and
-    POLY_LR_CONSTANT_ENDING) or any of Detectron2's."""
+    """SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (fvcore's polynomial decay (1 - t)^POLY_LR_POWER
+    after Detectron2's warm-up; DeepLab's poly schedule) or any of Detectron2's."""
     if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
         return detectron2_lr_scheduler(cfg, optimizer)
     schedule = WarmupParamScheduler(
-        PolyParamScheduler(cfg.SOLVER.POLY_LR_POWER, cfg.SOLVER.POLY_LR_CONSTANT_ENDING),
-        cfg.SOLVER.WARMUP_FACTOR, min(cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER, 1.0),
-        cfg.SOLVER.WARMUP_METHOD, cfg.SOLVER.RESCALE_INTERVAL)
+        PolynomialDecayParamScheduler(1.0, cfg.SOLVER.POLY_LR_POWER),
+        cfg.SOLVER.WARMUP_FACTOR,
+        min(cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER, 1.0),
+        cfg.SOLVER.WARMUP_METHOD,
+        cfg.SOLVER.RESCALE_INTERVAL,
+    )
     return LRMultiplier(optimizer, multiplier=schedule, max_iter=cfg.SOLVER.MAX_ITER)

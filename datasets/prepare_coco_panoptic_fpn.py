@@ -20,16 +20,17 @@ import os
 from multiprocessing import Pool
 
 import numpy as np
+from panopticapi.utils import rgb2id
 from PIL import Image
 from tqdm import tqdm
 
-from d2seg.data.panoptic_utils import panoptic_to_stuff_semantic, rgb_to_id
+from d2seg.data.panoptic_utils import panoptic_to_stuff_semantic
 
 
 def _convert(job: tuple[str, str, list, list]) -> None:
     panoptic_png, output_png, segments_info, categories = job
     try:
-        segment_ids = rgb_to_id(np.asarray(Image.open(panoptic_png).convert("RGB")))
+        segment_ids = rgb2id(np.asarray(Image.open(panoptic_png).convert("RGB")))
     except OSError as error:
         raise OSError(f"cannot read panoptic PNG {panoptic_png!r}: {error}") from error
     semantic = panoptic_to_stuff_semantic(segment_ids, segments_info, categories)
@@ -38,8 +39,9 @@ def _convert(job: tuple[str, str, list, list]) -> None:
     os.replace(partial, output_png)
 
 
-def convert_split(panoptic_json: str, panoptic_root: str, output_root: str,
-                  workers: int = 4) -> int:
+def convert_split(
+    panoptic_json: str, panoptic_root: str, output_root: str, workers: int = 4
+) -> int:
     """Write one stuff PNG per image listed in `panoptic_json`; returns how many."""
     with open(panoptic_json) as f:
         content = json.load(f)
@@ -48,8 +50,12 @@ def convert_split(panoptic_json: str, panoptic_root: str, output_root: str,
             raise KeyError(f"{panoptic_json!r} has no {key!r}: not a COCO panoptic json")
     os.makedirs(output_root, exist_ok=True)
     jobs = [
-        (os.path.join(panoptic_root, a["file_name"]), os.path.join(output_root, a["file_name"]),
-         a["segments_info"], content["categories"])
+        (
+            os.path.join(panoptic_root, a["file_name"]),
+            os.path.join(output_root, a["file_name"]),
+            a["segments_info"],
+            content["categories"],
+        )
         for a in content["annotations"]
     ]
     description = f"stuff PNGs -> {output_root}"
@@ -58,8 +64,9 @@ def convert_split(panoptic_json: str, panoptic_root: str, output_root: str,
             _convert(job)
     else:
         with Pool(workers) as pool:
-            for _ in tqdm(pool.imap_unordered(_convert, jobs, chunksize=16), total=len(jobs),
-                          desc=description):
+            for _ in tqdm(
+                pool.imap_unordered(_convert, jobs, chunksize=16), total=len(jobs), desc=description
+            ):
                 pass
     return len(jobs)
 

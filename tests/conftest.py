@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-import d2seg  # noqa: F401  (registers datasets, models and evaluators)
-from d2seg.data.datasets.builtin import datasets_root
-from d2seg.data.datasets.synthetic import ensure_synthetic_dataset
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "coco_panoptic_sample"
+# d2seg registers its datasets under $DETECTRON2_DATASETS when it is imported: set it first
+os.environ.setdefault("DETECTRON2_DATASETS", str(REPO_ROOT / "datasets"))
+
+import d2seg  # noqa: E402, F401  (registers datasets, models and evaluators)
+from d2seg.data.datasets.builtin import datasets_root  # noqa: E402
+from d2seg.data.datasets.synthetic import ensure_synthetic_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +39,3 @@ def cityscapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("datasets") / "cityscapes"
     make_cityscapes_tree(root)
     return root
-
-
-def pytest_configure(config):
-    os.environ.setdefault("DETECTRON2_DATASETS", str(REPO_ROOT / "datasets"))

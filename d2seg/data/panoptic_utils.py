@@ -1,4 +1,5 @@
-"""Helpers for COCO-format panoptic annotations: id encoding, metadata and semantic conversion.
+"""Helpers for COCO-format panoptic annotations: metadata and semantic conversion (id encoding
+is panopticapi's `rgb2id` / `id2rgb`).
 
 Shared by the synthetic dataset generator, the real-data prepare scripts and the tests, so that
 every producer of panoptic files writes them the same way.
@@ -12,19 +13,6 @@ import numpy as np
 
 VOID_LABEL = 255
 """Semantic label for pixels that belong to no segment (Detectron2's `ignore_label`)."""
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """Decode a COCO panoptic PNG (H, W, 3) to segment ids: id = R + 256 G + 256^2 B."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """Encode segment ids (H, W) as the RGB image COCO panoptic PNGs store."""
-    ids = ids.astype(np.int64)
-    rgb = np.stack([ids % 256, (ids // 256) % 256, (ids // 65536) % 256], axis=-1)
-    return rgb.astype(np.uint8)
 
 
 def standard_panoptic_metadata(categories: Iterable[Mapping]) -> dict:
@@ -99,7 +87,7 @@ def panoptic_to_stuff_semantic(
                 f"segment {segment['id']} has category_id {category_id}, "
                 "which is not among the dataset's categories"
             )
-        semantic[segment_ids == segment["id"]] = 0 if is_thing[category_id] else stuff_ids[
-            category_id
-        ]
+        semantic[segment_ids == segment["id"]] = (
+            0 if is_thing[category_id] else stuff_ids[category_id]
+        )
     return semantic

@@ -1,11 +1,12 @@
-"""Panoptic-DeepLab targets against a per-pixel, per-instance brute force."""
+"""Panoptic-DeepLab targets (Detectron2's project generator, as d2seg's mapper builds it)
+against a per-pixel, per-instance brute force of the paper's definitions (sec. 3.2)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from d2seg.data.targets.panoptic_deeplab import PanopticDeepLabTargetGenerator
+from detectron2.projects.panoptic_deeplab.target_generator import PanopticDeepLabTargetGenerator
 
 THINGS = frozenset({0, 1})  # contiguous ids; 2 and 3 are stuff
 
@@ -17,7 +18,7 @@ def random_panoptic(rng, height, width):
     band = height // 3
     for index, category in enumerate((2, 3)):
         segment_id = len(segments) + 1
-        panoptic[index * band:(index + 1) * band] = segment_id
+        panoptic[index * band : (index + 1) * band] = segment_id
         segments.append({"id": segment_id, "category_id": category, "iscrowd": 0})
     ys, xs = np.mgrid[0:height, 0:width]
     for _ in range(rng.integers(3, 7)):
@@ -26,8 +27,13 @@ def random_panoptic(rng, height, width):
         ry, rx = rng.uniform(2, height / 3), rng.uniform(2, width / 3)
         blob = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1
         panoptic[blob] = segment_id
-        segments.append({"id": segment_id, "category_id": int(rng.integers(0, 2)),
-                         "iscrowd": int(rng.random() < 0.25)})
+        segments.append(
+            {
+                "id": segment_id,
+                "category_id": int(rng.integers(0, 2)),
+                "iscrowd": int(rng.random() < 0.25),
+            }
+        )
     return panoptic, segments
 
 
@@ -51,7 +57,7 @@ def brute_force(panoptic, segments, sigma, small_area, small_weight, ignore=255)
             for cy, cx, _ in centers.values():
                 ry, rx = round(cy), round(cx)
                 if abs(y - ry) <= radius and abs(x - rx) <= radius:
-                    value = math.exp(-((y - ry) ** 2 + (x - rx) ** 2) / (2 * sigma ** 2))
+                    value = math.exp(-((y - ry) ** 2 + (x - rx) ** 2) / (2 * sigma**2))
                     heatmap[y, x] = max(heatmap[y, x], value)
             segment = info.get(int(panoptic[y, x]))
             if segment is None:
@@ -68,26 +74,34 @@ def brute_force(panoptic, segments, sigma, small_area, small_weight, ignore=255)
     return semantic, weights, heatmap, offset, center_weights, offset_weights
 
 
-@pytest.mark.parametrize("seed,sigma,shape", [(0, 2.0, (30, 40)), (1, 3.0, (45, 37)),
-                                              (2, 8.0, (70, 90))])
+@pytest.mark.parametrize(
+    "seed,sigma,shape", [(0, 2.0, (30, 40)), (1, 3.0, (45, 37)), (2, 8.0, (70, 90))]
+)
 def test_targets_match_brute_force(seed, sigma, shape):
     rng = np.random.default_rng(seed)
     panoptic, segments = random_panoptic(rng, *shape)
     small_area = int(panoptic.size / 20)
-    generator = PanopticDeepLabTargetGenerator(thing_ids=THINGS, sigma=sigma,
-                                               small_instance_area=small_area,
-                                               small_instance_weight=3.0)
+    generator = PanopticDeepLabTargetGenerator(
+        255,
+        THINGS,
+        sigma=sigma,
+        small_instance_area=small_area,
+        small_instance_weight=3,
+        ignore_stuff_in_offset=True,
+    )
     targets = generator(panoptic, segments)
     semantic, weights, heatmap, offset, center_weights, offset_weights = brute_force(
-        panoptic, segments, sigma, small_area, 3.0)
+        panoptic, segments, sigma, small_area, 3.0
+    )
     assert np.array_equal(targets["sem_seg"], semantic)
     np.testing.assert_allclose(targets["sem_seg_weights"], weights)
-    np.testing.assert_allclose(targets["center"][0], heatmap, atol=1e-6)
+    np.testing.assert_allclose(targets["center"], heatmap, atol=1e-6)
     np.testing.assert_allclose(targets["offset"], offset, atol=1e-4)
-    np.testing.assert_array_equal(targets["center_weights"], center_weights)
-    np.testing.assert_array_equal(targets["offset_weights"], offset_weights)
+    np.testing.assert_array_equal(targets["center_weights"][0], center_weights)
+    np.testing.assert_array_equal(targets["offset_weights"][0], offset_weights)
     assert len(targets["center_points"]) == sum(
-        1 for s in segments if s["category_id"] in THINGS and (panoptic == s["id"]).any())
+        1 for s in segments if s["category_id"] in THINGS and (panoptic == s["id"]).any()
+    )
 
 
 def test_cases_the_random_maps_must_cover():
@@ -107,9 +121,44 @@ def test_cases_the_random_maps_must_cover():
 
 def test_crowd_can_be_ignored_in_semantic():
     panoptic = np.array([[1, 1], [2, 2]])
-    segments = [{"id": 1, "category_id": 0, "iscrowd": 1},
-                {"id": 2, "category_id": 2, "iscrowd": 0}]
-    kept = PanopticDeepLabTargetGenerator(THINGS)(panoptic, segments)["sem_seg"]
-    ignored = PanopticDeepLabTargetGenerator(THINGS, ignore_crowd_in_semantic=True)(
-        panoptic, segments)["sem_seg"]
+    segments = [
+        {"id": 1, "category_id": 0, "iscrowd": 1},
+        {"id": 2, "category_id": 2, "iscrowd": 0},
+    ]
+    kept = PanopticDeepLabTargetGenerator(255, THINGS)(panoptic, segments)["sem_seg"]
+    ignored = PanopticDeepLabTargetGenerator(255, THINGS, ignore_crowd_in_semantic=True)(
+        panoptic, segments
+    )["sem_seg"]
     assert kept.tolist() == [[0, 0], [2, 2]] and ignored.tolist() == [[255, 255], [2, 2]]
+
+
+def test_mapper_builds_the_generator_from_input_keys(synthetic_root):
+    from d2seg.config import load_config
+    from d2seg.data.mappers.panoptic_deeplab import build_target_generator
+    from tests.modeling.test_configs import CONFIG_ROOT
+
+    cfg = load_config(
+        str(CONFIG_ROOT / "quickstart" / "panoptic_deeplab_R_18_synthetic.yaml"),
+        [
+            "INPUT.GAUSSIAN_SIGMA",
+            "5.0",
+            "INPUT.SMALL_INSTANCE_AREA",
+            "77",
+            "INPUT.SMALL_INSTANCE_WEIGHT",
+            "2",
+            "INPUT.IGNORE_STUFF_IN_OFFSET",
+            "False",
+            "INPUT.IGNORE_CROWD_IN_SEMANTIC",
+            "True",
+        ],
+    )
+    generator = build_target_generator(cfg, "d2seg_synthetic_panoptic_train")
+    assert (
+        generator.sigma,
+        generator.small_instance_area,
+        generator.small_instance_weight,
+        generator.ignore_stuff_in_offset,
+        generator.ignore_crowd_in_semantic,
+        generator.ignore_label,
+    ) == (5.0, 77, 2, False, True, 255)
+    assert generator.thing_ids == {0, 1, 2}

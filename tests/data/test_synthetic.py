@@ -7,11 +7,11 @@ import pycocotools.mask as mask_util
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+from panopticapi.utils import rgb2id
 from PIL import Image
 from pycocotools.coco import COCO
 
 from d2seg.data.datasets import synthetic
-from d2seg.data.panoptic_utils import rgb_to_id
 
 SPLITS = list(synthetic.SYNTHETIC_SPLITS)
 
@@ -35,8 +35,12 @@ def test_instance_records_are_consistent(synthetic_root, split):
             ys, xs = np.nonzero(mask)
             x, y, w, h = annotation["bbox"]
             assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
-            kinds.add(("rle" if isinstance(annotation["segmentation"], dict) else "polygon",
-                       annotation["iscrowd"]))
+            kinds.add(
+                (
+                    "rle" if isinstance(annotation["segmentation"], dict) else "polygon",
+                    annotation["iscrowd"],
+                )
+            )
     assert {("polygon", 0), ("rle", 0), ("rle", 1)} <= kinds
 
 
@@ -48,7 +52,7 @@ def test_panoptic_segments_match_png(synthetic_root, split):
     infos = {a["image_id"]: a["segments_info"] for a in panoptic["annotations"]}
     stuff_seen = set()
     for record in records[:20]:
-        ids = rgb_to_id(np.asarray(Image.open(record["pan_seg_file_name"])))
+        ids = rgb2id(np.asarray(Image.open(record["pan_seg_file_name"])))
         # every pixel is labelled, and by exactly the segments that the json lists
         assert set(np.unique(ids)) == {s["id"] for s in record["segments_info"]}
         for raw in infos[record["image_id"]]:
@@ -78,10 +82,14 @@ def test_separated_split_has_things_as_zero(synthetic_root):
 def test_generation_is_deterministic(tmp_path, synthetic_root, monkeypatch):
     monkeypatch.setattr(synthetic, "SYNTHETIC_SPLITS", {"val": synthetic.SYNTHETIC_SPLITS["val"]})
     root = synthetic.ensure_synthetic_dataset(str(tmp_path))
-    for name in ("annotations/instances_val.json", "annotations/panoptic_val.json",
-                 "panoptic_val/val_000007.png"):
+    for name in (
+        "annotations/instances_val.json",
+        "annotations/panoptic_val.json",
+        "panoptic_val/val_000007.png",
+    ):
         assert (tmp_path / synthetic.SYNTHETIC_DIRNAME / name).read_bytes() == (
-            synthetic_root / name).read_bytes(), name
+            synthetic_root / name
+        ).read_bytes(), name
     assert root == str(tmp_path / synthetic.SYNTHETIC_DIRNAME)
 
 

@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pytest
 from panopticapi.evaluation import pq_compute
+from panopticapi.utils import rgb2id
 from PIL import Image
-
-from d2seg.data.panoptic_utils import rgb_to_id
 
 
 def test_pq_compute_runs_under_installed_numpy(coco_sample, tmp_path):
@@ -26,7 +25,7 @@ def test_pq_compute_runs_under_installed_numpy(coco_sample, tmp_path):
     png = pred_folder / annotation["file_name"]
     rgb = np.asarray(Image.open(png).convert("RGB")).copy()
     first, second = annotation["segments_info"][:2]
-    ids = rgb_to_id(rgb)
+    ids = rgb2id(rgb)
     rgb[ids == second["id"]] = rgb[ids == first["id"]][0]
     Image.fromarray(rgb).save(png)
     annotation["segments_info"] = [first] + annotation["segments_info"][2:]

@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from detectron2.data.detection_utils import annotations_to_instances
 from detectron2.structures import Instances
+from panopticapi.utils import rgb2id
 from PIL import Image
-
-from d2seg.data.panoptic_utils import rgb_to_id
 
 
 def instances_from_record(record: dict) -> Instances:
@@ -26,7 +25,7 @@ def instances_from_record(record: dict) -> Instances:
 
 def panoptic_from_record(record: dict) -> tuple[torch.Tensor, list[dict]]:
     """The record's panoptic PNG as a (segment ids, segments_info) prediction."""
-    ids = rgb_to_id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
+    ids = rgb2id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
     segments_info = [
         {"id": s["id"], "category_id": s["category_id"], "isthing": bool(s["isthing"])}
         for s in record["segments_info"]

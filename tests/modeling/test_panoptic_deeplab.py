@@ -10,54 +10,118 @@ from detectron2.data.datasets import register_coco_panoptic
 from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
+from detectron2.projects.panoptic_deeplab.target_generator import PanopticDeepLabTargetGenerator
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
+from panopticapi.utils import rgb2id
 from PIL import Image
 
 from d2seg.config import load_config
 from d2seg.data import build_train_mapper
-from d2seg.data.panoptic_utils import rgb_to_id, standard_panoptic_metadata
-from d2seg.data.targets.panoptic_deeplab import PanopticDeepLabTargetGenerator
-from d2seg.modeling.meta_arch.panoptic_deeplab import deeplab_cross_entropy, weighted_mean
+from d2seg.data.panoptic_utils import standard_panoptic_metadata
 from d2seg.modeling.postprocessing.panoptic_deeplab import panoptic_deeplab_inference
 from d2seg.solver import build_lr_scheduler, build_optimizer
 from tests.modeling.test_configs import CONFIG_ROOT
 
 QUICKSTART = str(CONFIG_ROOT / "quickstart" / "panoptic_deeplab_R_18_synthetic.yaml")
-CITYSCAPES = str(CONFIG_ROOT / "Cityscapes-PanopticSegmentation" /
-                 "panoptic_deeplab_R_52_os16_mg124_poly_90k_bs32_crop_512_1024.yaml")
+CITYSCAPES = str(
+    CONFIG_ROOT
+    / "Cityscapes-PanopticSegmentation"
+    / "panoptic_deeplab_R_52_os16_mg124_poly_90k_bs32_crop_512_1024.yaml"
+)
 
 
-def test_hard_pixel_mining_averages_the_top_k_pixel_losses():
-    # 1 image, 2 classes, 5 pixels with known cross-entropies
-    logits = torch.tensor([[0.0, 2.0, -1.0, 0.5, 3.0], [1.0, 0.0, 1.0, 0.5, 0.0]])[None, :, None]
-    labels = torch.tensor([[[0, 0, 1, 1, 255]]])
-    losses = torch.nn.functional.cross_entropy(logits[..., :4], labels[..., :4],
-                                               reduction="none").flatten()
-    expected_all = losses.sum() / 5  # the ignored pixel counts as 0, as in the reference
-    assert deeplab_cross_entropy(logits, labels, None, 1.0, 255).item() == pytest.approx(
-        expected_all.item())
-    top2 = losses.sort(descending=True).values[:2].mean()
-    assert deeplab_cross_entropy(logits, labels, None, 0.4, 255).item() == pytest.approx(
-        top2.item())
-    weights = torch.tensor([[[3.0, 1, 1, 1, 1]]])
-    weighted = (losses * weights.flatten()[:4]).sum() / 5
-    assert deeplab_cross_entropy(logits, labels, weights, 1.0, 255).item() == pytest.approx(
-        weighted.item())
+def _heads(top_k: float = 0.2):
+    cfg = load_config(QUICKSTART, ["MODEL.SEM_SEG_HEAD.LOSS_TOP_K", str(top_k)])
+    model = build_model(cfg)
+    return cfg, model.sem_seg_head, model.ins_embed_head
 
 
-def test_center_and_offset_losses_average_over_weighted_pixels():
-    errors = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
-    weights = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
-    assert weighted_mean(errors, weights).item() == pytest.approx(2.0)
-    assert weighted_mean(errors, torch.zeros_like(weights)).item() == 0.0
+def test_paper_constants_are_the_defaults():
+    """Sec. 3.2 / 3.4 of the paper and the reference configs."""
+    cfg = load_config(CITYSCAPES, ["MODEL.WEIGHTS", ""])
+    head, ins, pdl = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.INS_EMBED_HEAD, cfg.MODEL.PANOPTIC_DEEPLAB
+    assert (ins.CENTER_LOSS_WEIGHT, ins.OFFSET_LOSS_WEIGHT) == (200.0, 0.01)
+    assert (head.LOSS_TYPE, head.LOSS_TOP_K) == ("hard_pixel_mining", 0.2)
+    assert (head.ASPP_CHANNELS, head.CONVS_DIM, head.HEAD_CHANNELS) == (256, 256, 256)
+    assert (ins.ASPP_CHANNELS, ins.CONVS_DIM, ins.HEAD_CHANNELS) == (256, 128, 32)
+    assert (list(head.PROJECT_CHANNELS), list(ins.PROJECT_CHANNELS)) == ([32, 64], [16, 32])
+    assert list(head.ASPP_DILATIONS) == list(ins.ASPP_DILATIONS) == [6, 12, 18]
+    assert (
+        cfg.INPUT.GAUSSIAN_SIGMA,
+        cfg.INPUT.SMALL_INSTANCE_AREA,
+        cfg.INPUT.SMALL_INSTANCE_WEIGHT,
+    ) == (8.0, 4096, 3)
+    assert (pdl.STUFF_AREA, pdl.CENTER_THRESHOLD, pdl.NMS_KERNEL, pdl.TOP_K_INSTANCE) == (
+        2048,
+        0.1,
+        7,
+        200,
+    )
+    assert (pdl.HEAD_LAYOUT, pdl.ASPP_POOLING) == ("authors", "global")
+    assert (cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.POLY_LR_POWER) == (
+        "ADAM",
+        0.001,
+        0.9,
+    )
+
+
+def test_semantic_loss_is_weighted_hard_pixel_mining_at_full_resolution():
+    """Predictions at stride 4 are upsampled x4 (bilinear), per-pixel CE x weight, ignored
+    pixels count as 0, and the mean is over the top 20% of all pixels (int(0.2 n))."""
+    _, semantic, _ = _heads(0.2)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5, 7)
+    labels = torch.randint(0, 6, (2, 20, 28))
+    labels[0, :3] = 255
+    weights = torch.ones(2, 20, 28)
+    weights[1, 5:9, 5:9] = 3.0
+    loss = semantic.losses(logits, labels, weights)["loss_sem_seg"]
+    full = torch.nn.functional.interpolate(
+        logits, scale_factor=4, mode="bilinear", align_corners=False
+    )
+    per_pixel = []
+    for n in range(2):
+        for y in range(20):
+            for x in range(28):
+                label = int(labels[n, y, x])
+                value = (
+                    0.0
+                    if label == 255
+                    else float(-torch.log_softmax(full[n, :, y, x], 0)[label] * weights[n, y, x])
+                )
+                per_pixel.append(value)
+    kept = sorted(per_pixel, reverse=True)[: int(0.2 * len(per_pixel))]
+    assert loss.item() == pytest.approx(sum(kept) / len(kept), rel=1e-5)
+
+
+def test_center_and_offset_losses_average_over_the_weight_mass():
+    """Centre: MSE x weight / sum(weight) x 200. Offset: predictions upsampled x4 and scaled x4,
+    L1 over both channels x weight / sum(weight) (pixels, not pixels x 2) x 0.01."""
+    _, _, instance = _heads()
+    torch.manual_seed(0)
+    center, offset = torch.rand(1, 1, 3, 4), torch.randn(1, 2, 3, 4)
+    center_target, offset_target = torch.rand(1, 1, 12, 16), torch.randn(1, 2, 12, 16) * 4
+    weights = (torch.rand(1, 1, 12, 16) > 0.5).float()
+    up = torch.nn.functional.interpolate
+    center_up = up(center, scale_factor=4, mode="bilinear", align_corners=False)
+    offset_up = up(offset, scale_factor=4, mode="bilinear", align_corners=False) * 4
+    expected_center = ((center_up - center_target) ** 2 * weights).sum() / weights.sum() * 200
+    expected_offset = ((offset_up - offset_target).abs() * weights).sum() / weights.sum() * 0.01
+    got_center = instance.center_losses(center, center_target, weights)["loss_center"]
+    got_offset = instance.offset_losses(offset, offset_target, weights)["loss_offset"]
+    torch.testing.assert_close(got_center, expected_center)
+    torch.testing.assert_close(got_offset, expected_offset)
+    zero = torch.zeros_like(weights)
+    assert instance.center_losses(center, center_target, zero)["loss_center"].item() == 0.0
 
 
 def test_deeplab_backbone_layout():
     cfg = load_config(CITYSCAPES, ["MODEL.RESNETS.NORM", "BN", "MODEL.WEIGHTS", ""])
     backbone = build_backbone(cfg, ShapeSpec(channels=3))
-    assert [c.out_channels for c in (backbone.stem.conv1, backbone.stem.conv2,
-                                     backbone.stem.conv3)] == [64, 64, 128]
+    assert [
+        c.out_channels for c in (backbone.stem.conv1, backbone.stem.conv2, backbone.stem.conv3)
+    ] == [64, 64, 128]
     assert [block.conv2.dilation for block in backbone.res5] == [(2, 2), (4, 4), (8, 8)]
     shapes = backbone.output_shape()
     assert {k: v.stride for k, v in shapes.items()} == {"res2": 4, "res3": 8, "res5": 16}
@@ -92,13 +156,12 @@ def test_training_lowers_the_loss_with_adam_and_poly_schedule(synthetic_root):
 
 def _ground_truth_outputs(panoptic_png, segments_info, thing_ids, num_classes):
     """Semantic logits, centre heatmap and offsets made from a panoptic ground truth."""
-    panoptic = rgb_to_id(np.asarray(Image.open(panoptic_png).convert("RGB")))
-    targets = PanopticDeepLabTargetGenerator(frozenset(thing_ids))(panoptic, segments_info)
+    panoptic = rgb2id(np.asarray(Image.open(panoptic_png).convert("RGB")))
+    targets = PanopticDeepLabTargetGenerator(255, thing_ids)(panoptic, segments_info)
     semantic = targets["sem_seg"]
     labelled = semantic[semantic != 255]
-    semantic = np.where(semantic == 255, np.bincount(labelled).argmax(), semantic)  # VOID
-    return (torch.from_numpy(semantic), torch.from_numpy(targets["center"]),
-            torch.from_numpy(targets["offset"]))
+    semantic = torch.where(semantic == 255, torch.bincount(labelled).argmax(), semantic)  # VOID
+    return semantic, targets["center"][None], targets["offset"]
 
 
 def _pq_of_ground_truth(dataset_name, records, output_dir):
@@ -109,25 +172,37 @@ def _pq_of_ground_truth(dataset_name, records, output_dir):
     evaluator.reset()
     for record in records:
         semantic, center, offset = _ground_truth_outputs(
-            record["pan_seg_file_name"], record["segments_info"], thing_ids,
-            len(metadata.stuff_classes))
+            record["pan_seg_file_name"],
+            record["segments_info"],
+            thing_ids,
+            len(metadata.stuff_classes),
+        )
         panoptic, _ = panoptic_deeplab_inference(
-            semantic, center, offset, thing_ids=torch.tensor(thing_ids),
-            label_divisor=metadata.label_divisor, stuff_area=0, threshold=0.1, nms_kernel=3,
-            top_k=200)
+            semantic,
+            center,
+            offset,
+            thing_ids=torch.tensor(thing_ids),
+            label_divisor=metadata.label_divisor,
+            stuff_area=0,
+            threshold=0.1,
+            nms_kernel=3,
+            top_k=200,
+        )
         evaluator.process([record], [{"panoptic_seg": (panoptic, None)}])
     return evaluator.evaluate()["panoptic_seg"]
 
 
-def test_ground_truth_through_postprocessing_scores_pq_100_on_real_sample(coco_sample,
-                                                                        tmp_path):
+def test_ground_truth_through_postprocessing_scores_pq_100_on_real_sample(coco_sample, tmp_path):
     name = "d2seg_test_pdl_coco_sample"
     if name not in DatasetCatalog.list():
         categories = json.loads((coco_sample / "panoptic_coco_categories.json").read_text())
-        register_coco_panoptic(name, standard_panoptic_metadata(categories),
-                               str(coco_sample / "input_images"),
-                               str(coco_sample / "panoptic_examples"),
-                               str(coco_sample / "panoptic_examples.json"))
+        register_coco_panoptic(
+            name,
+            standard_panoptic_metadata(categories),
+            str(coco_sample / "input_images"),
+            str(coco_sample / "panoptic_examples"),
+            str(coco_sample / "panoptic_examples.json"),
+        )
     results = _pq_of_ground_truth(name, DatasetCatalog.get(name), tmp_path)
     assert results["PQ"] == pytest.approx(100.0)
 
@@ -145,20 +220,30 @@ def test_cityscapes_panoptic_split_and_evaluators(cityscapes_root, tmp_path):
     prepare.create_panoptic_images(str(cityscapes_root), ["val"])  # cityscapesscripts' own
     gt = cityscapes_root / "gtFine"
     records = load_cityscapes_panoptic_split(
-        str(cityscapes_root / "leftImg8bit" / "val"), str(gt / "val"),
-        str(gt / "cityscapes_panoptic_val"), str(gt / "cityscapes_panoptic_val.json"))
+        str(cityscapes_root / "leftImg8bit" / "val"),
+        str(gt / "val"),
+        str(gt / "cityscapes_panoptic_val"),
+        str(gt / "cityscapes_panoptic_val.json"),
+    )
     assert len(records) == 2 and all(r["segments_info"] for r in records)
     name = "d2seg_test_cityscapes_panoptic_val"
     MetadataCatalog.get(name).set(
-        gt_dir=str(gt / "val"), panoptic_root=str(gt / "cityscapes_panoptic_val"),
-        panoptic_json=str(gt / "cityscapes_panoptic_val.json"), label_divisor=1000,
-        ignore_label=255, evaluator_type="cityscapes_panoptic_seg",
-        **cityscapes_panoptic_metadata())
+        gt_dir=str(gt / "val"),
+        panoptic_root=str(gt / "cityscapes_panoptic_val"),
+        panoptic_json=str(gt / "cityscapes_panoptic_val.json"),
+        label_divisor=1000,
+        ignore_label=255,
+        evaluator_type="cityscapes_panoptic_seg",
+        **cityscapes_panoptic_metadata(),
+    )
     assert _pq_of_ground_truth(name, records, tmp_path)["PQ"] == pytest.approx(100.0)
     cfg = load_config(CITYSCAPES, ["MODEL.WEIGHTS", ""])
     evaluators = build_evaluator(cfg, name, str(tmp_path))._evaluators
     assert [type(e).__name__ for e in evaluators] == [
-        "COCOPanopticEvaluator", "CityscapesSemSegEvaluator", "CityscapesInstanceEvaluator"]
+        "COCOPanopticEvaluator",
+        "CityscapesSemSegEvaluator",
+        "CityscapesInstanceEvaluator",
+    ]
     # the semantic and instance evaluators on outputs made from the ground truth, with the
     # panoptic splits' train-id classes (11..18 for things): mIoU and AP 100
     _, semantic_evaluator, instance_evaluator = evaluators
@@ -166,7 +251,7 @@ def test_cityscapes_panoptic_split_and_evaluators(cityscapes_root, tmp_path):
         evaluator.reset()
     thing_ids = sorted(MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id.values())
     for record in records:
-        panoptic = rgb_to_id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
+        panoptic = rgb2id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
         semantic = torch.full(panoptic.shape, 0, dtype=torch.long)
         instances = Instances(panoptic.shape)
         masks, classes = [], []
@@ -200,10 +285,10 @@ def test_offsets_are_rescaled_to_the_output_resolution(monkeypatch, synthetic_ro
     monkeypatch.setattr(module, "panoptic_deeplab_inference", capture)
     sem_logits = torch.randn(6, 8, 16)
     offset = torch.randn(2, 8, 16)
-    model._inference(sem_logits, torch.rand(1, 8, 16), offset, (8, 16),
-                     {"height": 16, "width": 48})
-    resized = torch.nn.functional.interpolate(offset[None], size=(16, 48), mode="bilinear",
-                                              align_corners=False)[0]
+    model._inference(sem_logits, torch.rand(1, 8, 16), offset, (8, 16), {"height": 16, "width": 48})
+    resized = torch.nn.functional.interpolate(
+        offset[None], size=(16, 48), mode="bilinear", align_corners=False
+    )[0]
     torch.testing.assert_close(seen["offset"][0], resized[0] * 2)
     torch.testing.assert_close(seen["offset"][1], resized[1] * 3)
 
@@ -212,8 +297,10 @@ def test_offsets_are_rescaled_to_the_output_resolution(monkeypatch, synthetic_ro
 def test_mapper_resizes_then_crops_then_flips(flip, synthetic_root):
     from detectron2.data import transforms as T
 
-    cfg = load_config(QUICKSTART, ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.SIZE", "(64, 96)",
-                                   "INPUT.RANDOM_FLIP", flip])
+    cfg = load_config(
+        QUICKSTART,
+        ["INPUT.CROP.ENABLED", "True", "INPUT.CROP.SIZE", "(64, 96)", "INPUT.RANDOM_FLIP", flip],
+    )
     mapper = build_train_mapper(cfg)
     kinds = [type(a) for a in mapper.augmentations.augs]
     expected = [T.ResizeShortestEdge, T.RandomCrop] + ([T.RandomFlip] if flip != "none" else [])
@@ -228,7 +315,27 @@ def test_mapper_names_an_unreadable_panoptic_png(synthetic_root, tmp_path):
 
     broken = tmp_path / "broken_panoptic.png"
     broken.write_bytes(b"not a png")
-    record = dict(DatasetCatalog.get("d2seg_synthetic_panoptic_train")[0],
-                  pan_seg_file_name=str(broken))
+    record = dict(
+        DatasetCatalog.get("d2seg_synthetic_panoptic_train")[0], pan_seg_file_name=str(broken)
+    )
     with pytest.raises(DatasetFileError, match="broken_panoptic.png"):
         build_train_mapper(load_config(QUICKSTART))(record)
+
+
+PANOPTIC_DEEPLAB_CONFIGS = sorted(
+    str(p) for p in CONFIG_ROOT.rglob("panoptic_deeplab*.yaml") if "quickstart" not in str(p)
+)
+
+
+@pytest.mark.parametrize("config", PANOPTIC_DEEPLAB_CONFIGS, ids=lambda p: p.split("/")[-1])
+def test_training_batches_are_not_padded_beyond_the_crop(config):
+    """A crop-sized batch keeps its size through the model's padding (SIZE_DIVISIBILITY 1024
+    once padded Cityscapes' 512 x 1024 crops to 1024 x 1024)."""
+    from detectron2.structures import ImageList
+
+    cfg = load_config(config, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    assert cfg.INPUT.CROP.ENABLED
+    crop = tuple(cfg.INPUT.CROP.SIZE)
+    model = build_model(cfg)
+    padded = ImageList.from_tensors([torch.zeros(3, *crop)] * 2, model.size_divisibility)
+    assert tuple(padded.tensor.shape[-2:]) == crop

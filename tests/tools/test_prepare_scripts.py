@@ -5,9 +5,10 @@ import shutil
 
 import numpy as np
 import pytest
+from panopticapi.utils import rgb2id
 from PIL import Image
 
-from d2seg.data.panoptic_utils import panoptic_to_stuff_semantic, rgb_to_id
+from d2seg.data.panoptic_utils import panoptic_to_stuff_semantic
 from tests.helpers.scripts import load_script
 
 prepare_fpn = load_script("datasets/prepare_coco_panoptic_fpn.py")
@@ -24,17 +25,25 @@ def coco_root(coco_sample, tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_panoptic_fpn_stuff_pngs(coco_root, coco_sample, workers, capsys):
-    prepare_fpn.main(["--coco-root", str(coco_root), "--splits", "val2017",
-                      "--workers", str(workers)])
+    prepare_fpn.main(
+        ["--coco-root", str(coco_root), "--splits", "val2017", "--workers", str(workers)]
+    )
     assert "stuff PNGs" in capsys.readouterr().err  # tqdm progress
     panoptic = json.loads((coco_sample / "panoptic_examples.json").read_text())
     for annotation in panoptic["annotations"]:
-        written = np.asarray(Image.open(coco_root / "panoptic_stuff_val2017" /
-                                        annotation["file_name"]))
-        ids = rgb_to_id(np.asarray(Image.open(coco_sample / "panoptic_examples" /
-                                              annotation["file_name"]).convert("RGB")))
-        expected = panoptic_to_stuff_semantic(ids, annotation["segments_info"],
-                                              panoptic["categories"])
+        written = np.asarray(
+            Image.open(coco_root / "panoptic_stuff_val2017" / annotation["file_name"])
+        )
+        ids = rgb2id(
+            np.asarray(
+                Image.open(coco_sample / "panoptic_examples" / annotation["file_name"]).convert(
+                    "RGB"
+                )
+            )
+        )
+        expected = panoptic_to_stuff_semantic(
+            ids, annotation["segments_info"], panoptic["categories"]
+        )
         assert np.array_equal(written, expected)
         assert written.max() == 255 or written.max() <= 53
     assert not list((coco_root / "panoptic_stuff_val2017").glob("*.partial.png"))

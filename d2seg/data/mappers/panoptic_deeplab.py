@@ -8,14 +8,30 @@ from detectron2.config import CfgNode, configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.projects.panoptic_deeplab.target_generator import PanopticDeepLabTargetGenerator
+from panopticapi.utils import rgb2id
 
 from d2seg.data.mappers import register_mapper
 from d2seg.data.mappers.base import files_named_on_error
-from d2seg.data.panoptic_utils import rgb_to_id
-from d2seg.data.targets.panoptic_deeplab import PanopticDeepLabTargetGenerator
 
 
-@register_mapper("PanopticDeepLab")
+def build_target_generator(cfg: CfgNode, dataset_name: str) -> PanopticDeepLabTargetGenerator:
+    """Detectron2's Panoptic-DeepLab target generator (the authors' targets: semantic labels and
+    weights, Gaussian centre heatmap, offsets, centre / offset weights) from INPUT.* keys and
+    the dataset's metadata."""
+    metadata = MetadataCatalog.get(dataset_name)
+    return PanopticDeepLabTargetGenerator(
+        ignore_label=metadata.get("ignore_label", 255),
+        thing_ids=list(metadata.thing_dataset_id_to_contiguous_id.values()),
+        sigma=cfg.INPUT.GAUSSIAN_SIGMA,
+        ignore_stuff_in_offset=cfg.INPUT.IGNORE_STUFF_IN_OFFSET,
+        small_instance_area=cfg.INPUT.SMALL_INSTANCE_AREA,
+        small_instance_weight=cfg.INPUT.SMALL_INSTANCE_WEIGHT,
+        ignore_crowd_in_semantic=cfg.INPUT.IGNORE_CROWD_IN_SEMANTIC,
+    )
+
+
+@register_mapper("D2SegPanopticDeepLab")
 class PanopticDeepLabDatasetMapper:
     """Steps, for one record of a "standard" panoptic dataset (`pan_seg_file_name`,
     `segments_info` with contiguous category ids):
@@ -23,13 +39,22 @@ class PanopticDeepLabDatasetMapper:
     1. read the image and the panoptic PNG (errors name the file);
     2. apply the same augmentations to both (resize, crop, flip; the panoptic map as a
        segmentation, so it is resized with nearest neighbour);
-    3. in training, build the targets with :class:`PanopticDeepLabTargetGenerator` on the
+    3. in training, build the targets with Detectron2's `PanopticDeepLabTargetGenerator` on the
        augmented map, so that areas and centres are measured after augmentation.
+
+    Unlike the project's mapper it also serves inference, honours INPUT.RANDOM_FLIP and names
+    the file it cannot read.
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations: list, image_format: str,
-                 target_generator: PanopticDeepLabTargetGenerator | None):
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: list,
+        image_format: str,
+        target_generator: PanopticDeepLabTargetGenerator | None,
+    ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -40,19 +65,13 @@ class PanopticDeepLabDatasetMapper:
         augmentations = utils.build_augmentation(cfg, is_train)  # [resize] + [flip]
         if is_train and cfg.INPUT.CROP.ENABLED:  # resize -> crop -> flip, as the reference
             augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
-        generator = None
-        if is_train:
-            metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-            pdl = cfg.MODEL.PANOPTIC_DEEPLAB
-            generator = PanopticDeepLabTargetGenerator(
-                thing_ids=frozenset(metadata.thing_dataset_id_to_contiguous_id.values()),
-                ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, sigma=pdl.GAUSSIAN_SIGMA,
-                small_instance_area=pdl.SMALL_INSTANCE_AREA,
-                small_instance_weight=pdl.SMALL_INSTANCE_WEIGHT,
-                ignore_crowd_in_semantic=pdl.IGNORE_CROWD_IN_SEMANTIC,
-                ignore_stuff_in_offset=pdl.IGNORE_STUFF_IN_OFFSET)
-        return {"is_train": is_train, "augmentations": augmentations,
-                "image_format": cfg.INPUT.FORMAT, "target_generator": generator}
+        generator = build_target_generator(cfg, cfg.DATASETS.TRAIN[0]) if is_train else None
+        return {
+            "is_train": is_train,
+            "augmentations": augmentations,
+            "image_format": cfg.INPUT.FORMAT,
+            "target_generator": generator,
+        }
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = dict(dataset_dict)
@@ -69,8 +88,9 @@ class PanopticDeepLabDatasetMapper:
         image = aug_input.image
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if self.is_train:
-            targets = self.target_generator(rgb_to_id(aug_input.sem_seg),
-                                            dataset_dict["segments_info"])
-            for key, value in targets.items():
-                dataset_dict[key] = torch.as_tensor(value)
+            targets = self.target_generator(
+                rgb2id(aug_input.sem_seg), dataset_dict["segments_info"]
+            )
+            targets.pop("center_points")
+            dataset_dict.update(targets)
         return dataset_dict

@@ -1,6 +1,5 @@
 from d2seg.modeling.backbone.resnet_deeplab import (  # registration only, and the public API
-    DeepLabStem,
-    build_resnet_deeplab_backbone,
+    build_d2seg_resnet_deeplab_backbone,
 )
 
-__all__ = ["DeepLabStem", "build_resnet_deeplab_backbone"]
+__all__ = ["build_d2seg_resnet_deeplab_backbone"]
