@@ -162,3 +162,17 @@ def test_mapper_builds_the_generator_from_input_keys(synthetic_root):
         generator.ignore_label,
     ) == (5.0, 77, 2, False, True, 255)
     assert generator.thing_ids == {0, 1, 2}
+
+
+def test_small_instance_rule_is_strictly_below_the_area():
+    """Thing segments of fewer than SMALL_INSTANCE_AREA pixels get the weight; equal does not."""
+    panoptic = np.array([[1, 1, 2, 2], [1, 1, 2, 0], [3, 3, 3, 3]])
+    segments = [
+        {"id": 1, "category_id": 0, "iscrowd": 0},  # 4 pixels
+        {"id": 2, "category_id": 1, "iscrowd": 0},  # 3 pixels
+        {"id": 3, "category_id": 2, "iscrowd": 0},
+    ]  # stuff
+    weights = PanopticDeepLabTargetGenerator(
+        255, THINGS, small_instance_area=4, small_instance_weight=3
+    )(panoptic, segments)
+    assert weights["sem_seg_weights"].tolist() == [[1, 1, 3, 3], [1, 1, 3, 1], [1, 1, 1, 1]]

@@ -339,3 +339,21 @@ def test_training_batches_are_not_padded_beyond_the_crop(config):
     model = build_model(cfg)
     padded = ImageList.from_tensors([torch.zeros(3, *crop)] * 2, model.size_divisibility)
     assert tuple(padded.tensor.shape[-2:]) == crop
+
+
+def test_instance_score_is_mean_class_probability_times_centre_heat_at_the_centroid():
+    """The reference's score: mean of the predicted class's probability over the mask times the
+    centre heatmap at the mask's centroid, truncated to integer pixels."""
+    model = build_model(load_config(QUICKSTART))
+    label_divisor = model.label_divisor
+    panoptic = torch.full((6, 8), 3 * label_divisor, dtype=torch.long)  # stuff class 3
+    panoptic[0:3, 0:3] = 1 * label_divisor + 1  # centroid (1, 1)
+    panoptic[2:6, 4:7] = 2 * label_divisor + 1  # centroid (3.5, 5) -> (3, 5)
+    probabilities = torch.rand(6, 6, 8).softmax(dim=0)
+    heatmap = torch.rand(6, 8)
+    instances = model._instances(panoptic, probabilities, heatmap)
+    assert instances.pred_classes.tolist() == [1, 2]
+    first = probabilities[1, 0:3, 0:3].mean() * heatmap[1, 1]
+    second = probabilities[2, 2:6, 4:7].mean() * heatmap[3, 5]
+    torch.testing.assert_close(instances.scores, torch.stack([first, second]))
+    assert instances.pred_boxes.tensor.tolist() == [[0, 0, 3, 3], [4, 2, 7, 6]]
