@@ -8,7 +8,7 @@ DETECTRON2_GIT := git+https://github.com/facebookresearch/detectron2.git
 .PHONY: setup detectron2 quickstart test lint benchmark-mask-scoring
 
 setup: detectron2
-	$(PYTHON) -m pip install -q --no-build-isolation -c constraints-dev.txt -e '.[dev]'
+	$(PYTHON) -m pip install -q --no-build-isolation -c constraints-dev.txt -e '.[dev,fast-eval]'
 	$(PYTHON) -m pip install -q --no-deps panopticapi-lite==0.2.0
 
 # detectron2 is not on PyPI: use the installed one, else install it from its repository.
@@ -33,8 +33,10 @@ quickstart: setup
 test: setup
 	$(PYTHON) -m pytest -q
 
+# ruff is a dev dependency (`make setup` installs it); CI runs this before the tests.
 lint:
-	ruff check .
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 # Mask Scoring R-CNN vs Mask R-CNN after the quickstart schedule (trains whichever is missing).
 benchmark-mask-scoring: setup

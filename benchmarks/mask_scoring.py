@@ -33,22 +33,27 @@ from scipy.stats import spearmanr
 
 from d2seg.config import load_config
 from d2seg.data import build_test_mapper
-from d2seg.evaluation import D2SegCOCOEvaluator
+from d2seg.evaluation import MaskScoringCOCOEvaluator
 
 DATASET = "d2seg_synthetic_instance_val"
 MODELS = {
-    "Mask R-CNN": ("configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml",
-                   "output/quickstart/mask_rcnn_R_18_FPN_synthetic"),
-    "MS R-CNN": ("configs/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic.yaml",
-                 "output/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic"),
+    "Mask R-CNN": (
+        "configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml",
+        "output/quickstart/mask_rcnn_R_18_FPN_synthetic",
+    ),
+    "MS R-CNN": (
+        "configs/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic.yaml",
+        "output/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic",
+    ),
 }
 
 
 def load_model(config: str, output_dir: str):
     weights = os.path.join(output_dir, "model_final.pth")
     if not os.path.isfile(weights):
-        raise FileNotFoundError(f"{weights} not found: train {config} first (see this script's "
-                                "docstring)")
+        raise FileNotFoundError(
+            f"{weights} not found: train {config} first (see this script's docstring)"
+        )
     cfg = load_config(config, ["MODEL.WEIGHTS", weights])
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(weights)
@@ -87,8 +92,7 @@ def timed_rounds(models: dict, inputs: list, rounds: int) -> tuple[dict, dict]:
                 for name, (_, model) in models.items():
                     start = time.perf_counter()
                     outputs[name][index] = model([batch])[0]
-                    fastest[name][index] = min(fastest[name][index],
-                                               time.perf_counter() - start)
+                    fastest[name][index] = min(fastest[name][index], time.perf_counter() - start)
     return {name: sum(times) for name, times in fastest.items()}, outputs
 
 
@@ -107,13 +111,16 @@ def main(argv=None) -> None:
     best_time, outputs = timed_rounds(models, inputs, args.rounds)
 
     print(f"{len(inputs)} images of {DATASET}, {torch.get_num_threads()} threads")
-    print(f"{'model':<12} {'ranking score':<14} {'Spearman(score, IoU)':>21} "
-          f"{'(IoU > 0.5 only)':>17} {'mask AP':>8} {'box AP':>7} {'s/image':>8}")
+    print(
+        f"{'model':<12} {'ranking score':<14} {'Spearman(score, IoU)':>21} "
+        f"{'(IoU > 0.5 only)':>17} {'mask AP':>8} {'box AP':>7} {'s/image':>8}"
+    )
     for name in models:
         instances = [o["instances"].to("cpu") for o in outputs[name]]
-        ious = np.concatenate([true_mask_ious(x, records[i["image_id"]])
-                               for x, i in zip(instances, inputs)])
-        evaluator = D2SegCOCOEvaluator(DATASET)
+        ious = np.concatenate(
+            [true_mask_ious(x, records[i["image_id"]]) for x, i in zip(instances, inputs)]
+        )
+        evaluator = MaskScoringCOCOEvaluator(DATASET)
         evaluator.reset()
         evaluator.process(inputs, outputs[name])
         results = evaluator.evaluate()
@@ -124,8 +131,10 @@ def main(argv=None) -> None:
             matched = ious > 0.5
             rho_matched = spearmanr(scores[matched], ious[matched]).statistic
             ap = results["segm"]["AP"] if field == ranking[-1] else float("nan")
-            print(f"{name:<12} {field:<14} {rho:>21.3f} {rho_matched:>17.3f} {ap:>8.1f} "
-                  f"{results['bbox']['AP']:>7.1f} {best_time[name] / len(inputs):>8.4f}")
+            print(
+                f"{name:<12} {field:<14} {rho:>21.3f} {rho_matched:>17.3f} {ap:>8.1f} "
+                f"{results['bbox']['AP']:>7.1f} {best_time[name] / len(inputs):>8.4f}"
+            )
     ratio = best_time["MS R-CNN"] / best_time["Mask R-CNN"]
     print(f"inference time MS R-CNN / Mask R-CNN: {ratio:.3f} (target <= 1.05)")
 

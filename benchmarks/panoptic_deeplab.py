@@ -31,8 +31,13 @@ from d2seg.modeling.postprocessing.panoptic_deeplab import (
 
 HEIGHT, WIDTH, NUM_CENTERS = 1024, 2048, 200
 THING_IDS = torch.arange(11, 19)  # Cityscapes train ids of the thing classes
-SETTINGS = {"label_divisor": 1000, "stuff_area": 2048, "threshold": 0.1, "nms_kernel": 7,
-            "top_k": 200}
+SETTINGS = {
+    "label_divisor": 1000,
+    "stuff_area": 2048,
+    "threshold": 0.1,
+    "nms_kernel": 7,
+    "top_k": 200,
+}
 
 
 def make_outputs(seed: int = 0):
@@ -49,8 +54,9 @@ def make_outputs(seed: int = 0):
     return sem_seg, heatmap, offsets
 
 
-def straightforward(sem_seg, heatmap, offsets, *, label_divisor, stuff_area, threshold,
-                    nms_kernel, top_k):
+def straightforward(
+    sem_seg, heatmap, offsets, *, label_divisor, stuff_area, threshold, nms_kernel, top_k
+):
     """The same algorithm, written the direct way (distances of all pixels to all centres)."""
     centers = find_instance_centers(heatmap, threshold, nms_kernel, top_k).float()
     is_thing = torch.isin(sem_seg, THING_IDS)
@@ -59,7 +65,7 @@ def straightforward(sem_seg, heatmap, offsets, *, label_divisor, stuff_area, thr
         ys, xs = torch.meshgrid(torch.arange(HEIGHT), torch.arange(WIDTH), indexing="ij")
         pointed = torch.stack([ys, xs]).float() + offsets  # (2, H, W)
         difference = centers[:, :, None, None] - pointed[None]  # (K, 2, H, W)
-        instance = (difference ** 2).sum(dim=1).argmin(dim=0)  # (H, W)
+        instance = (difference**2).sum(dim=1).argmin(dim=0)  # (H, W)
         counters: dict[int, int] = {}
         for k in range(len(centers)):
             mask = (instance == k) & is_thing
@@ -117,8 +123,7 @@ def quickstart_inference_seconds(images: int) -> tuple[float, str]:
     if os.path.isfile(weights):
         DetectionCheckpointer(model).load(weights)
         source = "trained"
-    loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0],
-                                         mapper=build_test_mapper(cfg))
+    loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=build_test_mapper(cfg))
     inputs = [batch for _, batch in zip(range(images), loader)]
     with torch.no_grad():
         model(inputs[0])  # warm-up
@@ -136,15 +141,21 @@ def main(argv=None) -> None:
     ours_time, ours_mb, ours = measure("d2seg", args.repeats)
     plain_time, plain_mb, plain = measure("straightforward", args.repeats)
     assert (ours == plain).all(), "the two implementations disagree"
-    print(f"post-processing {HEIGHT}x{WIDTH}, {NUM_CENTERS} centres, "
-          f"{torch.get_num_threads()} threads, best of {args.repeats}:")
+    print(
+        f"post-processing {HEIGHT}x{WIDTH}, {NUM_CENTERS} centres, "
+        f"{torch.get_num_threads()} threads, best of {args.repeats}:"
+    )
     print(f"  d2seg (chunked)   {ours_time:8.3f} s   peak +{ours_mb:8.0f} MB")
     print(f"  straightforward   {plain_time:8.3f} s   peak +{plain_mb:8.0f} MB")
-    print(f"  speed-up x{plain_time / ours_time:.1f}, memory / {plain_mb / max(ours_mb, 1):.1f} "
-          "(targets: >= 5x faster, <= 500 MB)")
+    print(
+        f"  speed-up x{plain_time / ours_time:.1f}, memory / {plain_mb / max(ours_mb, 1):.1f} "
+        "(targets: >= 5x faster, <= 500 MB)"
+    )
     seconds, source = quickstart_inference_seconds(args.images)
-    print(f"quickstart Panoptic-DeepLab R-18 ({source} weights), CPU inference incl. "
-          f"post-processing: {seconds:.3f} s / image over {args.images} images")
+    print(
+        f"quickstart Panoptic-DeepLab R-18 ({source} weights), CPU inference incl. "
+        f"post-processing: {seconds:.3f} s / image over {args.images} images"
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ from tqdm import tqdm
 def create_train_id_label_images(cityscapes_root: str, splits: list[str]) -> int:
     """Render `*_gtFine_labelTrainIds.png` next to each polygon json; returns how many."""
     files = sorted(
-        f for split in splits
-        for f in glob.glob(os.path.join(cityscapes_root, "gtFine", split, "*",
-                                        "*_gtFine_polygons.json"))
+        f
+        for split in splits
+        for f in glob.glob(
+            os.path.join(cityscapes_root, "gtFine", split, "*", "*_gtFine_polygons.json")
+        )
     )
     if not files:
         raise FileNotFoundError(
@@ -43,14 +45,17 @@ def create_train_id_label_images(cityscapes_root: str, splits: list[str]) -> int
 def create_panoptic_images(cityscapes_root: str, splits: list[str]) -> None:
     """COCO-format panoptic PNGs + json per split (cityscapesscripts prints its own progress)."""
     gt_root = os.path.join(cityscapes_root, "gtFine")
-    convert2panoptic(cityscapesPath=gt_root, outputFolder=gt_root, useTrainId=False,
-                     setNames=splits)
+    convert2panoptic(
+        cityscapesPath=gt_root, outputFolder=gt_root, useTrainId=False, setNames=splits
+    )
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cityscapes-root", default=os.path.join(
-        os.getenv("DETECTRON2_DATASETS", "datasets"), "cityscapes"))
+    parser.add_argument(
+        "--cityscapes-root",
+        default=os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "cityscapes"),
+    )
     parser.add_argument("--splits", nargs="+", default=["train", "val"])
     args = parser.parse_args(argv)
     create_train_id_label_images(args.cityscapes_root, args.splits)

@@ -5,7 +5,7 @@ import torch
 
 from d2seg.config import load_config
 from d2seg.solver import build_lr_scheduler, build_optimizer
-from tests.modeling.test_configs import CONFIG_ROOT
+from tests.helpers.configs import CONFIG_ROOT
 
 QUICKSTART = str(CONFIG_ROOT / "quickstart" / "panoptic_deeplab_R_18_synthetic.yaml")
 

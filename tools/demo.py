@@ -48,8 +48,9 @@ def main(argv=None) -> list[str]:
             image = read_image(path, format="BGR")
         except OSError as error:
             raise OSError(f"cannot read image {path!r}: {error}") from error
-        overlay = draw_predictions(image[:, :, ::-1], predictor(image), metadata,
-                                   args.confidence_threshold)
+        overlay = draw_predictions(
+            image[:, :, ::-1], predictor(image), metadata, args.confidence_threshold
+        )
         target = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         cv2.imwrite(target, overlay[:, :, ::-1])
         written.append(target)

@@ -10,18 +10,16 @@ from collections.abc import Callable
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import (
-    COCOPanopticEvaluator,
-    DatasetEvaluator,
-    DatasetEvaluators,
-    SemSegEvaluator,
-)
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, SemSegEvaluator
 
 from d2seg.evaluation.cityscapes_evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
 )
-from d2seg.evaluation.coco_evaluation import D2SegCOCOEvaluator
+from d2seg.evaluation.coco_backend import FastCOCOEvaluator
+from d2seg.evaluation.coco_evaluation import MaskScoringCOCOEvaluator, PanopticThingsCOCOEvaluator
+from d2seg.evaluation.panoptic_evaluation import FastCOCOPanopticEvaluator
+from d2seg.evaluation.parsing_evaluation import ParsingEvaluator, build_parsing_evaluators
 
 EvaluatorFactory = Callable[[CfgNode, str, str], list[DatasetEvaluator]]
 EVALUATOR_FACTORIES: dict[str, EvaluatorFactory] = {}
@@ -51,7 +49,11 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> Data
 
 @register_evaluator("coco")
 def _coco(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
-    return [D2SegCOCOEvaluator(dataset_name, output_dir=output_folder)]
+    return [
+        MaskScoringCOCOEvaluator(
+            dataset_name, output_dir=output_folder, eval_backend=cfg.TEST.EVAL_BACKEND
+        )
+    ]
 
 
 @register_evaluator("sem_seg")
@@ -64,9 +66,13 @@ def _coco_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[
     """PQ, plus box/mask AP where instance annotations exist and mIoU where stuff PNGs exist
     (the "separated" registrations Panoptic FPN uses)."""
     metadata = MetadataCatalog.get(dataset_name)
-    evaluators: list[DatasetEvaluator] = [COCOPanopticEvaluator(dataset_name, output_folder)]
+    evaluators: list[DatasetEvaluator] = [FastCOCOPanopticEvaluator(dataset_name, output_folder)]
     if metadata.get("json_file"):
-        evaluators.append(D2SegCOCOEvaluator(dataset_name, output_dir=output_folder))
+        evaluators.append(
+            PanopticThingsCOCOEvaluator(
+                dataset_name, output_dir=output_folder, eval_backend=cfg.TEST.EVAL_BACKEND
+            )
+        )
     if metadata.get("sem_seg_root"):
         evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
     return evaluators
@@ -84,19 +90,27 @@ def _cityscapes_sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str):
 
 @register_evaluator("cityscapes_panoptic_seg")
 def _cityscapes_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str):
-    """PQ, plus Cityscapes mIoU and, when the model predicts instances, instance AP."""
-    evaluators = [COCOPanopticEvaluator(dataset_name, output_folder),
-                  CityscapesSemSegEvaluator(dataset_name)]
-    if cfg.MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES:
-        evaluators.append(CityscapesInstanceEvaluator(dataset_name))
-    return evaluators
+    """PQ, Cityscapes mIoU and instance AP. The instance evaluator skips outputs without
+    `instances` (MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES off), so no model key is read here."""
+    return [
+        FastCOCOPanopticEvaluator(dataset_name, output_folder),
+        CityscapesSemSegEvaluator(dataset_name),
+        CityscapesInstanceEvaluator(dataset_name),
+    ]
+
+
+register_evaluator("parsing")(build_parsing_evaluators)  # mIoU, AP^p, PCP + person box AP
 
 
 __all__ = [
     "EVALUATOR_FACTORIES",
     "CityscapesInstanceEvaluator",
     "CityscapesSemSegEvaluator",
-    "D2SegCOCOEvaluator",
+    "FastCOCOEvaluator",
+    "FastCOCOPanopticEvaluator",
+    "MaskScoringCOCOEvaluator",
+    "ParsingEvaluator",
+    "PanopticThingsCOCOEvaluator",
     "build_evaluator",
     "register_evaluator",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import logging
 import os
 import tempfile
 import types
@@ -64,8 +65,10 @@ def _official_script_context(workdir: str):
     try:
         yield
     except SystemExit as error:
-        raise RuntimeError(f"cityscapesscripts evaluation failed (exit {error.code}); "
-                           "see the message printed above") from error
+        raise RuntimeError(
+            f"cityscapesscripts evaluation failed (exit {error.code}); "
+            "see the message printed above"
+        ) from error
     finally:
         os.chdir(previous)
 
@@ -84,7 +87,8 @@ def _image_key(input_dict: dict) -> tuple[str, str]:
     """(city, stem) of a Cityscapes image record, e.g. ("frankfurt", "frankfurt_000000_000294")."""
     file_name = input_dict["file_name"]
     return os.path.basename(os.path.dirname(file_name)), os.path.basename(file_name)[
-        : -len(_IMAGE_SUFFIX)]
+        : -len(_IMAGE_SUFFIX)
+    ]
 
 
 class _CityscapesEvaluator(DatasetEvaluator):
@@ -106,6 +110,11 @@ class _CityscapesEvaluator(DatasetEvaluator):
         predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
         if not comm.is_main_process():
             return None
+        if not predictions:
+            logging.getLogger(__name__).warning(
+                "%s: the model gave no output to evaluate", type(self).__name__
+            )
+            return OrderedDict()
         with tempfile.TemporaryDirectory(prefix="d2seg_cityscapes_eval_") as workdir:
             workdir = os.path.abspath(workdir)
             official = _numpy_compatible(importlib.import_module(self.OFFICIAL_MODULE))
@@ -113,8 +122,9 @@ class _CityscapesEvaluator(DatasetEvaluator):
             os.makedirs(prediction_dir)
             gt_files = []
             for (city, stem), prediction in predictions:
-                gt_files.append(os.path.join(self._metadata.gt_dir, city,
-                                             f"{stem}_{self.GT_SUFFIX}"))
+                gt_files.append(
+                    os.path.join(self._metadata.gt_dir, city, f"{stem}_{self.GT_SUFFIX}")
+                )
                 self._write_prediction(prediction_dir, stem, prediction)
             args = _quiet_official_args(official.args, prediction_dir)
             with _official_script_context(workdir):
@@ -128,7 +138,9 @@ class _CityscapesEvaluator(DatasetEvaluator):
 
 
 class CityscapesInstanceEvaluator(_CityscapesEvaluator):
-    """Instance AP / AP50 with the official Cityscapes instance-level evaluation."""
+    """Instance AP / AP50 with the official Cityscapes instance-level evaluation. Each mask is
+    listed with its `mask_scores` where the model predicts them (Mask Scoring R-CNN, the protocol
+    of its COCO evaluation), else with its `scores`."""
 
     OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling"
     GT_SUFFIX = "gtFine_instanceIds.png"
@@ -138,16 +150,20 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
         # contiguous class -> Cityscapes label id, whichever contiguous ids the dataset uses
         # (0..7 for the instance splits, train ids 11..18 for the panoptic ones)
         self._label_ids = {
-            v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()}
+            v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()
+        }
 
     def process(self, inputs, outputs) -> None:
         label_ids = self._label_ids
         for input_dict, output in zip(inputs, outputs):
+            if "instances" not in output:  # a panoptic model that predicts no instances
+                continue
             instances = output["instances"].to("cpu")
             masks = instances.pred_masks.numpy().astype(np.uint8)
+            scores = instances.get("mask_scores" if instances.has("mask_scores") else "scores")
             found = [
                 (label_ids[int(c)], float(s), mask_util.encode(np.asfortranarray(m)))
-                for c, s, m in zip(instances.pred_classes, instances.scores, masks)
+                for c, s, m in zip(instances.pred_classes, scores, masks)
             ]
             self._predictions.append((_image_key(input_dict), found))
 
@@ -163,8 +179,7 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
         args.gtInstancesFile = os.path.join(workdir, "gtInstances.json")
         prediction_files = [official.getPrediction(gt, args) for gt in gt_files]
         averages = official.evaluateImgLists(prediction_files, gt_files, args)["averages"]
-        return OrderedDict(segm={"AP": averages["allAp"] * 100,
-                                 "AP50": averages["allAp50%"] * 100})
+        return OrderedDict(segm={"AP": averages["allAp"] * 100, "AP50": averages["allAp50%"] * 100})
 
 
 class CityscapesSemSegEvaluator(_CityscapesEvaluator):
@@ -190,9 +205,11 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
     def _run_official(self, official, args, gt_files: list[str], workdir: str) -> OrderedDict:
         prediction_files = [official.getPrediction(args, gt) for gt in gt_files]
         results = official.evaluateImgLists(prediction_files, gt_files, args)
-        return OrderedDict(sem_seg={
-            "IoU": 100.0 * results["averageScoreClasses"],
-            "iIoU": 100.0 * results["averageScoreInstClasses"],
-            "IoU_sup": 100.0 * results["averageScoreCategories"],
-            "iIoU_sup": 100.0 * results["averageScoreInstCategories"],
-        })
+        return OrderedDict(
+            sem_seg={
+                "IoU": 100.0 * results["averageScoreClasses"],
+                "iIoU": 100.0 * results["averageScoreInstClasses"],
+                "IoU_sup": 100.0 * results["averageScoreCategories"],
+                "iIoU_sup": 100.0 * results["averageScoreInstCategories"],
+            }
+        )

@@ -1,4 +1,4 @@
-"""COCO evaluation that follows Mask Scoring R-CNN's protocol when masks carry their own score."""
+"""COCO box / mask AP: Mask Scoring R-CNN's protocol, and AP of a panoptic dataset's things."""
 
 from __future__ import annotations
 
@@ -6,24 +6,17 @@ import copy
 import json
 import os
 
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 
+from d2seg.evaluation.coco_backend import FastCOCOEvaluator
 
-class D2SegCOCOEvaluator(COCOEvaluator):
+
+class MaskScoringCOCOEvaluator(FastCOCOEvaluator):
     """Detectron2's COCOEvaluator; when predictions carry `mask_scores` (Mask Scoring R-CNN),
     box AP ranks detections by `scores` and mask AP by `mask_scores` (paper sec. 4), and the
     results are written per task to `coco_bbox_results.json` and `coco_segm_results.json`, each
     with the score its task used. Without `mask_scores` it is exactly Detectron2's evaluator.
-
-    It also evaluates "standard" panoptic datasets, whose `thing_classes` list every category
-    (Detectron2's convention there): per-category results then name the thing classes only."""
-
-    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
-        id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
-        if class_names and id_map and len(class_names) != len(id_map):
-            class_names = [class_names[id_map[i]] for i in sorted(id_map)]
-        return super()._derive_coco_results(coco_eval, iou_type, class_names)
+    AP comes from the `eval_backend` argument's engine (TEST.EVAL_BACKEND, coco_backend.py)."""
 
     def process(self, inputs, outputs) -> None:
         first_new = len(self._predictions)
@@ -42,7 +35,8 @@ class D2SegCOCOEvaluator(COCOEvaluator):
             super()._eval_predictions(predictions, img_ids)
             return
         tasks = self._tasks or self._tasks_from_predictions(
-            [r for p in predictions for r in p["instances"]])
+            [r for p in predictions for r in p["instances"]]
+        )
         saved = self._tasks, self._output_dir
         try:
             for task in sorted(set(tasks) & {"bbox", "segm"}):
@@ -59,3 +53,16 @@ class D2SegCOCOEvaluator(COCOEvaluator):
                         json.dump([r for p in ranked for r in p["instances"]], f)
         finally:
             self._tasks, self._output_dir = saved
+
+
+class PanopticThingsCOCOEvaluator(MaskScoringCOCOEvaluator):
+    """Box / mask AP of the things of a COCO-format panoptic dataset (with the Mask Scoring
+    protocol above). Detectron2's "standard" panoptic metadata lists every category, stuff
+    included, in `thing_classes`, while contiguous thing ids index the things only: per-category
+    results then name the thing classes, in contiguous-id order."""
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        if class_names and id_map and len(class_names) != len(id_map):
+            class_names = [class_names[id_map[i]] for i in sorted(id_map)]
+        return super()._derive_coco_results(coco_eval, iou_type, class_names)

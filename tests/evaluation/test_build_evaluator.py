@@ -2,17 +2,19 @@
 
 import pytest
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOPanopticEvaluator, SemSegEvaluator
+from detectron2.evaluation import SemSegEvaluator
 
 from d2seg.config import load_config
 from d2seg.evaluation import (
     EVALUATOR_FACTORIES,
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
-    D2SegCOCOEvaluator,
+    FastCOCOPanopticEvaluator,
+    MaskScoringCOCOEvaluator,
+    PanopticThingsCOCOEvaluator,
     build_evaluator,
 )
-from tests.modeling.test_configs import CONFIG_ROOT, CPU
+from tests.helpers.configs import CONFIG_ROOT, CPU
 
 
 @pytest.fixture(scope="module")
@@ -26,27 +28,38 @@ def _types(evaluator):
 
 
 def test_types_cover_the_issue_list():
-    assert {"coco", "coco_panoptic_seg", "cityscapes_instance", "cityscapes_panoptic_seg",
-            "sem_seg", "cityscapes_sem_seg"} <= set(EVALUATOR_FACTORIES)
+    assert {
+        "coco",
+        "coco_panoptic_seg",
+        "cityscapes_instance",
+        "cityscapes_panoptic_seg",
+        "sem_seg",
+        "cityscapes_sem_seg",
+    } <= set(EVALUATOR_FACTORIES)
 
 
 def test_synthetic_splits(cfg, synthetic_root, tmp_path):
     assert _types(build_evaluator(cfg, "d2seg_synthetic_instance_val", str(tmp_path))) == [
-        D2SegCOCOEvaluator]
-    assert _types(build_evaluator(cfg, "d2seg_synthetic_panoptic_val_separated",
-                                  str(tmp_path))) == [
-        COCOPanopticEvaluator, D2SegCOCOEvaluator, SemSegEvaluator]
+        MaskScoringCOCOEvaluator
+    ]
+    assert _types(
+        build_evaluator(cfg, "d2seg_synthetic_panoptic_val_separated", str(tmp_path))
+    ) == [FastCOCOPanopticEvaluator, PanopticThingsCOCOEvaluator, SemSegEvaluator]
 
 
 def test_cityscapes_splits(cfg, tmp_path):
-    assert _types(build_evaluator(cfg, "d2seg_cityscapes_fine_instance_seg_val",
-                                  str(tmp_path))) == [CityscapesInstanceEvaluator]
+    assert _types(
+        build_evaluator(cfg, "d2seg_cityscapes_fine_instance_seg_val", str(tmp_path))
+    ) == [CityscapesInstanceEvaluator]
     assert _types(build_evaluator(cfg, "d2seg_cityscapes_fine_sem_seg_val", str(tmp_path))) == [
-        CityscapesSemSegEvaluator]
+        CityscapesSemSegEvaluator
+    ]
 
 
 def test_unknown_type_is_named(cfg, tmp_path):
     MetadataCatalog.get("d2seg_test_odd_dataset").set(evaluator_type="odd_type")
-    with pytest.raises(NotImplementedError, match="odd_type.*d2seg_test_odd_dataset|"
-                                                  "d2seg_test_odd_dataset.*odd_type"):
+    with pytest.raises(
+        NotImplementedError,
+        match="odd_type.*d2seg_test_odd_dataset|d2seg_test_odd_dataset.*odd_type",
+    ):
         build_evaluator(cfg, "d2seg_test_odd_dataset", str(tmp_path))

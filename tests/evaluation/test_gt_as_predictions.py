@@ -11,9 +11,9 @@ from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator
 
 from d2seg.config import load_config
 from d2seg.data.panoptic_utils import standard_panoptic_metadata
-from d2seg.evaluation import D2SegCOCOEvaluator, build_evaluator
+from d2seg.evaluation import PanopticThingsCOCOEvaluator, build_evaluator
+from tests.helpers.configs import CONFIG_ROOT
 from tests.helpers.gt_predictions import instances_from_record, panoptic_from_record
-from tests.modeling.test_configs import CONFIG_ROOT
 
 QUICKSTART = str(CONFIG_ROOT / "quickstart" / "panoptic_deeplab_R_18_synthetic.yaml")
 
@@ -37,8 +37,10 @@ def _panoptic_results(dataset_name, records, output_dir, drop_first=False):
         if drop_first:
             ids = torch.where(ids == segments_info[0]["id"], torch.zeros_like(ids), ids)
             segments_info = segments_info[1:]
-        evaluator.process([{"image_id": record["image_id"], "file_name": record["file_name"]}],
-                          [{"panoptic_seg": (ids, segments_info)}])
+        evaluator.process(
+            [{"image_id": record["image_id"], "file_name": record["file_name"]}],
+            [{"panoptic_seg": (ids, segments_info)}],
+        )
     return evaluator.evaluate()
 
 
@@ -55,23 +57,29 @@ def test_coco_ap_on_a_standard_panoptic_split(synthetic_root, tmp_path):
     """Instance AP on a panoptic split (as Panoptic-DeepLab is evaluated), whose metadata lists
     stuff among `thing_classes`: d2seg's evaluator reports the three thing classes."""
     records = DatasetCatalog.get("d2seg_synthetic_instance_val")
-    evaluator = build_evaluator(load_config(QUICKSTART), "d2seg_synthetic_panoptic_val",
-                                str(tmp_path))
-    coco = [e for e in evaluator._evaluators if isinstance(e, D2SegCOCOEvaluator)][0]
+    evaluator = build_evaluator(
+        load_config(QUICKSTART), "d2seg_synthetic_panoptic_val", str(tmp_path)
+    )
+    coco = [e for e in evaluator._evaluators if isinstance(e, PanopticThingsCOCOEvaluator)][0]
     coco.reset()
     for record in records:
-        coco.process([{"image_id": record["image_id"]}],
-                     [{"instances": instances_from_record(record)}])
+        coco.process(
+            [{"image_id": record["image_id"]}], [{"instances": instances_from_record(record)}]
+        )
     results = coco.evaluate()
     assert results["segm"]["AP"] == pytest.approx(100.0)
     assert {k for k in results["segm"] if k.startswith("AP-")} == {
-        "AP-circle", "AP-triangle", "AP-square"}
+        "AP-circle",
+        "AP-triangle",
+        "AP-square",
+    }
 
 
 def test_coco_pq_100_on_synthetic_val(synthetic_root, tmp_path):
     records = DatasetCatalog.get("d2seg_synthetic_panoptic_val")
-    assert _panoptic_results("d2seg_synthetic_panoptic_val", records,
-                             tmp_path)["panoptic_seg"]["PQ"] == pytest.approx(100.0)
+    assert _panoptic_results("d2seg_synthetic_panoptic_val", records, tmp_path)["panoptic_seg"][
+        "PQ"
+    ] == pytest.approx(100.0)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +101,17 @@ def coco_sample_datasets(coco_sample, tmp_path_factory):
     names = ("d2seg_test_coco_sample_instances", "d2seg_test_coco_sample_panoptic")
     DatasetCatalog.register(names[0], lambda: load_coco_json(instances_json, image_root, names[0]))
     # the detection json lists all 133 categories; load_coco_json sets the class metadata
-    MetadataCatalog.get(names[0]).set(json_file=instances_json, image_root=image_root,
-                                      evaluator_type="coco")
-    register_coco_panoptic(names[1], standard_panoptic_metadata(categories), image_root,
-                           str(coco_sample / "panoptic_examples"),
-                           str(coco_sample / "panoptic_examples.json"), instances_json)
+    MetadataCatalog.get(names[0]).set(
+        json_file=instances_json, image_root=image_root, evaluator_type="coco"
+    )
+    register_coco_panoptic(
+        names[1],
+        standard_panoptic_metadata(categories),
+        image_root,
+        str(coco_sample / "panoptic_examples"),
+        str(coco_sample / "panoptic_examples.json"),
+        instances_json,
+    )
     return names
 
 

@@ -60,8 +60,11 @@ def make_cityscapes_tree(root: Path) -> Path:
             gt_dir.mkdir(parents=True, exist_ok=True)
             image = rng.integers(0, 255, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
             Image.fromarray(image).save(image_dir / f"{stem}_leftImg8bit.png")
-            polygons = {"imgHeight": HEIGHT, "imgWidth": WIDTH,
-                        "objects": _objects(rng, with_crowd=index == 0)}
+            polygons = {
+                "imgHeight": HEIGHT,
+                "imgWidth": WIDTH,
+                "objects": _objects(rng, with_crowd=index == 0),
+            }
             polygons_file = gt_dir / f"{stem}_gtFine_polygons.json"
             polygons_file.write_text(json.dumps(polygons))
             json2labelImg(str(polygons_file), str(gt_dir / f"{stem}_gtFine_labelIds.png"), "ids")

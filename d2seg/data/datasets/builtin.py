@@ -6,7 +6,10 @@ COCO (instances and panoptic) uses Detectron2's own registrations, which are not
 import os
 
 from d2seg.data.datasets.cityscapes import register_all_cityscapes
+from d2seg.data.datasets.human_parsing import register_all_human_parsing
 from d2seg.data.datasets.synthetic import register_all_synthetic
+from d2seg.data.datasets.synthetic_parsing import register_all_synthetic_parsing
+from d2seg.data.datasets.synthetic_sem_seg import register_all_synthetic_sem_seg
 
 
 def datasets_root() -> str:
@@ -17,6 +20,9 @@ def datasets_root() -> str:
 def register_all(root: str) -> None:
     register_all_synthetic(root)
     register_all_cityscapes(root)
+    register_all_human_parsing(root)
+    register_all_synthetic_parsing(root)
+    register_all_synthetic_sem_seg(root)
 
 
 register_all(datasets_root())

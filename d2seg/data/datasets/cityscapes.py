@@ -58,8 +58,11 @@ def cityscapes_files(image_dir: str, gt_dir: str, gt_suffix: str) -> list[tuple[
         if not os.path.isfile(gt_file):
             raise FileNotFoundError(
                 f"Cityscapes ground truth {gt_file!r} is missing for image {image_file!r}"
-                + (" (run datasets/prepare_cityscapes.py to create it)"
-                   if "TrainIds" in gt_suffix else "")
+                + (
+                    " (run datasets/prepare_cityscapes.py to create it)"
+                    if "TrainIds" in gt_suffix
+                    else ""
+                )
             )
         pairs.append((image_file, gt_file))
     if not pairs:
@@ -79,16 +82,23 @@ def _instance_record(files: tuple[str, str]) -> dict:
         mask = np.asfortranarray((instance_ids == segment_id).astype(np.uint8))
         rle = mask_util.encode(mask)
         rle["counts"] = rle["counts"].decode("ascii")
-        annotations.append({
-            "category_id": contiguous[label_id],
-            "iscrowd": int(segment_id < 1000),
-            "bbox": mask_util.toBbox(rle).tolist(),
-            "bbox_mode": BoxMode.XYWH_ABS,
-            "segmentation": rle,
-        })
+        annotations.append(
+            {
+                "category_id": contiguous[label_id],
+                "iscrowd": int(segment_id < 1000),
+                "bbox": mask_util.toBbox(rle).tolist(),
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "segmentation": rle,
+            }
+        )
     height, width = instance_ids.shape
-    return {"file_name": image_file, "image_id": os.path.basename(image_file)[
-        : -len(_IMAGE_SUFFIX)], "height": height, "width": width, "annotations": annotations}
+    return {
+        "file_name": image_file,
+        "image_id": os.path.basename(image_file)[: -len(_IMAGE_SUFFIX)],
+        "height": height,
+        "width": width,
+        "annotations": annotations,
+    }
 
 
 def load_cityscapes_instances(image_dir: str, gt_dir: str) -> list[dict]:
@@ -105,8 +115,14 @@ def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> list[dict]:
     records = []
     for image_file, label_file in cityscapes_files(image_dir, gt_dir, "gtFine_labelTrainIds.png"):
         width, height = Image.open(label_file).size
-        records.append({"file_name": image_file, "sem_seg_file_name": label_file,
-                        "height": height, "width": width})
+        records.append(
+            {
+                "file_name": image_file,
+                "sem_seg_file_name": label_file,
+                "height": height,
+                "width": width,
+            }
+        )
     return records
 
 
@@ -115,25 +131,32 @@ def cityscapes_panoptic_metadata() -> dict:
     names = [label.name for label in CITYSCAPES_STUFF_LABELS]
     colors = [label.color for label in CITYSCAPES_STUFF_LABELS]
     return {
-        "thing_classes": names, "thing_colors": colors,
-        "stuff_classes": names, "stuff_colors": colors,
+        "thing_classes": names,
+        "thing_colors": colors,
+        "stuff_classes": names,
+        "stuff_colors": colors,
         "thing_dataset_id_to_contiguous_id": {
-            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS if label.hasInstances},
+            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS if label.hasInstances
+        },
         "stuff_dataset_id_to_contiguous_id": {
-            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS
-            if not label.hasInstances},
+            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS if not label.hasInstances
+        },
     }
 
 
-def load_cityscapes_panoptic_split(image_dir: str, gt_dir: str, panoptic_root: str,
-                                   panoptic_json: str) -> list[dict]:
+def load_cityscapes_panoptic_split(
+    image_dir: str, gt_dir: str, panoptic_root: str, panoptic_json: str
+) -> list[dict]:
     """Detectron2's Cityscapes panoptic loader, after checking that its inputs exist."""
     cityscapes_files(image_dir, gt_dir, "gtFine_instanceIds.png")  # names a missing root
     if not os.path.isfile(panoptic_json):
-        raise FileNotFoundError(f"{panoptic_json!r} is missing: run "
-                                "datasets/prepare_cityscapes.py (see datasets/README.md)")
-    return load_cityscapes_panoptic(image_dir, panoptic_root, panoptic_json,
-                                    cityscapes_panoptic_metadata())
+        raise FileNotFoundError(
+            f"{panoptic_json!r} is missing: run "
+            "datasets/prepare_cityscapes.py (see datasets/README.md)"
+        )
+    return load_cityscapes_panoptic(
+        image_dir, panoptic_root, panoptic_json, cityscapes_panoptic_metadata()
+    )
 
 
 def register_all_cityscapes(datasets_root: str) -> None:
@@ -145,32 +168,47 @@ def register_all_cityscapes(datasets_root: str) -> None:
         name = f"d2seg_cityscapes_fine_instance_seg_{split}"
         DatasetCatalog.register(name, partial(load_cityscapes_instances, image_dir, gt_dir))
         MetadataCatalog.get(name).set(
-            image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_instance",
+            image_dir=image_dir,
+            gt_dir=gt_dir,
+            evaluator_type="cityscapes_instance",
             thing_classes=[label.name for label in CITYSCAPES_THING_LABELS],
             thing_colors=[label.color for label in CITYSCAPES_THING_LABELS],
             thing_dataset_id_to_contiguous_id={
-                label.id: i for i, label in enumerate(CITYSCAPES_THING_LABELS)},
+                label.id: i for i, label in enumerate(CITYSCAPES_THING_LABELS)
+            },
         )
 
         name = f"d2seg_cityscapes_fine_sem_seg_{split}"
         DatasetCatalog.register(name, partial(load_cityscapes_semantic, image_dir, gt_dir))
         MetadataCatalog.get(name).set(
-            image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_sem_seg",
+            image_dir=image_dir,
+            gt_dir=gt_dir,
+            evaluator_type="cityscapes_sem_seg",
             ignore_label=255,
             stuff_classes=[label.name for label in CITYSCAPES_STUFF_LABELS],
             stuff_colors=[label.color for label in CITYSCAPES_STUFF_LABELS],
         )
 
         name = f"d2seg_cityscapes_fine_panoptic_{split}"
-        panoptic_root = os.path.join(datasets_root, "cityscapes", "gtFine",
-                                     f"cityscapes_panoptic_{split}")
+        panoptic_root = os.path.join(
+            datasets_root, "cityscapes", "gtFine", f"cityscapes_panoptic_{split}"
+        )
         panoptic_json = panoptic_root + ".json"
-        DatasetCatalog.register(name, partial(load_cityscapes_panoptic_split, image_dir, gt_dir,
-                                              panoptic_root, panoptic_json))
+        DatasetCatalog.register(
+            name,
+            partial(
+                load_cityscapes_panoptic_split, image_dir, gt_dir, panoptic_root, panoptic_json
+            ),
+        )
         MetadataCatalog.get(name).set(
-            image_dir=image_dir, gt_dir=gt_dir, panoptic_root=panoptic_root,
-            panoptic_json=panoptic_json, evaluator_type="cityscapes_panoptic_seg",
-            ignore_label=255, label_divisor=1000, **cityscapes_panoptic_metadata(),
+            image_dir=image_dir,
+            gt_dir=gt_dir,
+            panoptic_root=panoptic_root,
+            panoptic_json=panoptic_json,
+            evaluator_type="cityscapes_panoptic_seg",
+            ignore_label=255,
+            label_divisor=1000,
+            **cityscapes_panoptic_metadata(),
         )
 
 
@@ -180,4 +218,3 @@ def train_id_to_label_id() -> np.ndarray:
     for label in CITYSCAPES_STUFF_LABELS:
         table[label.trainId] = label.id
     return table
-

@@ -34,9 +34,9 @@ import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json, merge_to_panoptic
+from panopticapi.utils import id2rgb
 
 from d2seg.data.panoptic_utils import (
-    id_to_rgb,
     panoptic_to_stuff_semantic,
     separated_panoptic_metadata,
     standard_panoptic_metadata,
@@ -146,14 +146,22 @@ def _sample_objects(rng: np.random.Generator, height: int, width: int) -> list[d
         cx, cy = rng.uniform(30, width - 30), rng.uniform(30, height - 30)
         polygons = [
             _shape_polygon(
-                rng, category["name"], cx + rng.uniform(-24, 24), cy + rng.uniform(-24, 24),
+                rng,
+                category["name"],
+                cx + rng.uniform(-24, 24),
+                cy + rng.uniform(-24, 24),
                 rng.uniform(6, 11),
             )
             for _ in range(rng.integers(6, 11))
         ]
-        objects.insert(rng.integers(len(objects) + 1), {
-            "category": category, "polygons": polygons, "iscrowd": 1,
-        })
+        objects.insert(
+            rng.integers(len(objects) + 1),
+            {
+                "category": category,
+                "polygons": polygons,
+                "iscrowd": 1,
+            },
+        )
     for obj in objects:
         obj["full_mask"] = mask_util.decode(_polygons_to_rle(obj["polygons"], height, width))
     return objects
@@ -237,10 +245,15 @@ def _panoptic_segments(layout: np.ndarray, objects: list[dict]) -> tuple[np.ndar
             continue
         segment_id = len(segments_info) + 1
         segment_ids[mask.astype(bool)] = segment_id
-        segments_info.append({
-            "id": segment_id, "category_id": category_id, "iscrowd": int(iscrowd),
-            "area": area, "bbox": [int(v) for v in mask_util.toBbox(rle)],
-        })
+        segments_info.append(
+            {
+                "id": segment_id,
+                "category_id": category_id,
+                "iscrowd": int(iscrowd),
+                "area": area,
+                "bbox": [int(v) for v in mask_util.toBbox(rle)],
+            }
+        )
     return segment_ids, segments_info
 
 
@@ -253,28 +266,38 @@ def _write_split(root: str, split: str, spec: SyntheticSplit) -> None:
         image, layout, objects = render_scene(rng)
         height, width = layout.shape
         stem = f"{split}_{image_id:06d}"
-        cv2.imwrite(os.path.join(root, split, stem + ".jpg"), image[:, :, ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        images.append({"id": image_id, "file_name": stem + ".jpg", "height": height,
-                       "width": width})
+        cv2.imwrite(
+            os.path.join(root, split, stem + ".jpg"),
+            image[:, :, ::-1],
+            [cv2.IMWRITE_JPEG_QUALITY, 95],
+        )
+        images.append(
+            {"id": image_id, "file_name": stem + ".jpg", "height": height, "width": width}
+        )
         for obj in objects:
             annotation = _instance_annotation(obj, height, width)
             annotation.update(id=len(annotations) + 1, image_id=image_id)
             annotations.append(annotation)
         segment_ids, segments_info = _panoptic_segments(layout, objects)
-        cv2.imwrite(os.path.join(root, f"panoptic_{split}", stem + ".png"),
-                    id_to_rgb(segment_ids)[:, :, ::-1])
+        cv2.imwrite(
+            os.path.join(root, f"panoptic_{split}", stem + ".png"), id2rgb(segment_ids)[:, :, ::-1]
+        )
         semantic = panoptic_to_stuff_semantic(segment_ids, segments_info, SYNTHETIC_CATEGORIES)
         cv2.imwrite(os.path.join(root, f"panoptic_stuff_{split}", stem + ".png"), semantic)
-        panoptic_annotations.append({"image_id": image_id, "file_name": stem + ".png",
-                                     "segments_info": segments_info})
-    things = [{k: c[k] for k in ("id", "name")} | {"supercategory": "shape"}
-              for c in THING_CATEGORIES]
-    _dump_json(os.path.join(root, "annotations", f"instances_{split}.json"),
-               {"images": images, "annotations": annotations, "categories": things})
-    _dump_json(os.path.join(root, "annotations", f"panoptic_{split}.json"),
-               {"images": images, "annotations": panoptic_annotations,
-                "categories": SYNTHETIC_CATEGORIES})
+        panoptic_annotations.append(
+            {"image_id": image_id, "file_name": stem + ".png", "segments_info": segments_info}
+        )
+    things = [
+        {k: c[k] for k in ("id", "name")} | {"supercategory": "shape"} for c in THING_CATEGORIES
+    ]
+    _dump_json(
+        os.path.join(root, "annotations", f"instances_{split}.json"),
+        {"images": images, "annotations": annotations, "categories": things},
+    )
+    _dump_json(
+        os.path.join(root, "annotations", f"panoptic_{split}.json"),
+        {"images": images, "annotations": panoptic_annotations, "categories": SYNTHETIC_CATEGORIES},
+    )
 
 
 def _dump_json(path: str, content: dict) -> None:
@@ -338,8 +361,9 @@ def _generated(loader: Callable, datasets_root: str) -> Callable[[], list[dict]]
 
 def _load_separated(instances_json: str, image_root: str, sem_seg_root: str, name: str):
     """Detectron2's "separated" panoptic loader: COCO instances merged with stuff PNGs."""
-    return merge_to_panoptic(load_coco_json(instances_json, image_root, name),
-                             load_sem_seg(sem_seg_root, image_root))
+    return merge_to_panoptic(
+        load_coco_json(instances_json, image_root, name), load_sem_seg(sem_seg_root, image_root)
+    )
 
 
 def register_all_synthetic(datasets_root: str) -> None:
@@ -354,27 +378,51 @@ def register_all_synthetic(datasets_root: str) -> None:
         sem_seg_root = os.path.join(root, f"panoptic_stuff_{split}")
 
         name = f"d2seg_synthetic_instance_{split}"
-        DatasetCatalog.register(name, _generated(
-            partial(load_coco_json, instances_json, image_root, name), datasets_root))
-        MetadataCatalog.get(name).set(json_file=instances_json, image_root=image_root,
-                                      evaluator_type="coco", **instance_meta)
+        DatasetCatalog.register(
+            name,
+            _generated(partial(load_coco_json, instances_json, image_root, name), datasets_root),
+        )
+        MetadataCatalog.get(name).set(
+            json_file=instances_json, image_root=image_root, evaluator_type="coco", **instance_meta
+        )
 
         name = f"d2seg_synthetic_panoptic_{split}"
         standard_meta = standard_panoptic_metadata(SYNTHETIC_CATEGORIES)
-        DatasetCatalog.register(name, _generated(partial(
-            load_coco_panoptic_json, panoptic_json, image_root, panoptic_root, standard_meta),
-            datasets_root))
+        DatasetCatalog.register(
+            name,
+            _generated(
+                partial(
+                    load_coco_panoptic_json, panoptic_json, image_root, panoptic_root, standard_meta
+                ),
+                datasets_root,
+            ),
+        )
         MetadataCatalog.get(name).set(
-            panoptic_root=panoptic_root, image_root=image_root, panoptic_json=panoptic_json,
-            json_file=instances_json, evaluator_type="coco_panoptic_seg", ignore_label=255,
-            label_divisor=1000, **standard_meta)
+            panoptic_root=panoptic_root,
+            image_root=image_root,
+            panoptic_json=panoptic_json,
+            json_file=instances_json,
+            evaluator_type="coco_panoptic_seg",
+            ignore_label=255,
+            label_divisor=1000,
+            **standard_meta,
+        )
 
         name = f"d2seg_synthetic_panoptic_{split}_separated"
-        DatasetCatalog.register(name, _generated(partial(
-            _load_separated, instances_json, image_root, sem_seg_root, name), datasets_root))
+        DatasetCatalog.register(
+            name,
+            _generated(
+                partial(_load_separated, instances_json, image_root, sem_seg_root, name),
+                datasets_root,
+            ),
+        )
         MetadataCatalog.get(name).set(
-            panoptic_root=panoptic_root, image_root=image_root, panoptic_json=panoptic_json,
-            sem_seg_root=sem_seg_root, json_file=instances_json,
-            evaluator_type="coco_panoptic_seg", ignore_label=255,
-            **separated_panoptic_metadata(SYNTHETIC_CATEGORIES))
-
+            panoptic_root=panoptic_root,
+            image_root=image_root,
+            panoptic_json=panoptic_json,
+            sem_seg_root=sem_seg_root,
+            json_file=instances_json,
+            evaluator_type="coco_panoptic_seg",
+            ignore_label=255,
+            **separated_panoptic_metadata(SYNTHETIC_CATEGORIES),
+        )

@@ -45,5 +45,10 @@ def build_test_mapper(cfg: CfgNode):
     return _mapper_class(cfg)(cfg, False)
 
 
-__all__ = ["MAPPERS", "D2SegDatasetMapper", "build_test_mapper", "build_train_mapper",
-           "register_mapper"]
+__all__ = [
+    "MAPPERS",
+    "D2SegDatasetMapper",
+    "build_test_mapper",
+    "build_train_mapper",
+    "register_mapper",
+]

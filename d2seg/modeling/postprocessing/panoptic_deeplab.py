@@ -20,8 +20,9 @@ import torch.nn.functional as F
 VOID = -1
 
 
-def find_instance_centers(center_heatmap: torch.Tensor, threshold: float, nms_kernel: int,
-                          top_k: int | None) -> torch.Tensor:
+def find_instance_centers(
+    center_heatmap: torch.Tensor, threshold: float, nms_kernel: int, top_k: int | None
+) -> torch.Tensor:
     """(K, 2) integer (y, x) of the heatmap peaks: above `threshold`, maximal within an
     `nms_kernel` window, the `top_k` highest (all when None), in raster order.
 
@@ -41,8 +42,9 @@ def find_instance_centers(center_heatmap: torch.Tensor, threshold: float, nms_ke
     return coords
 
 
-def group_pixels(thing_coords: torch.Tensor, offsets: torch.Tensor, centers: torch.Tensor,
-                 chunk_size: int = 4096) -> torch.Tensor:
+def group_pixels(
+    thing_coords: torch.Tensor, offsets: torch.Tensor, centers: torch.Tensor, chunk_size: int = 4096
+) -> torch.Tensor:
     """Index (0-based) of the centre nearest to each thing pixel's predicted centre.
 
     Args:
@@ -52,8 +54,9 @@ def group_pixels(thing_coords: torch.Tensor, offsets: torch.Tensor, centers: tor
         chunk_size: pixels handled at once; two (chunk_size, K) buffers are all it allocates.
             Small chunks stay in cache: 4096 was 8x faster than 65536 at K = 200 on CPU.
     """
-    targets = thing_coords.to(offsets.dtype) + offsets[:, thing_coords[:, 0],
-                                                       thing_coords[:, 1]].t()
+    targets = (
+        thing_coords.to(offsets.dtype) + offsets[:, thing_coords[:, 0], thing_coords[:, 1]].t()
+    )
     center_y, center_x = centers.to(offsets.dtype).t()
     nearest = []
     for chunk in targets.split(chunk_size):
@@ -99,8 +102,9 @@ def panoptic_deeplab_inference(
     if len(centers) and len(thing_coords):
         instance = group_pixels(thing_coords, offsets, centers, chunk_size)
         classes = sem_seg[thing_coords[:, 0], thing_coords[:, 1]].long()
-        votes = torch.bincount(instance * num_classes + classes,
-                               minlength=len(centers) * num_classes).view(len(centers), -1)
+        votes = torch.bincount(
+            instance * num_classes + classes, minlength=len(centers) * num_classes
+        ).view(len(centers), -1)
         instance_class = votes.argmax(dim=1)  # ties go to the smaller class id
         present = votes.sum(dim=1) > 0
         index_in_class = torch.zeros(len(centers), dtype=torch.int64, device=sem_seg.device)
@@ -112,8 +116,9 @@ def panoptic_deeplab_inference(
         label = instance_class * label_divisor + index_in_class
         panoptic[thing_coords[:, 0], thing_coords[:, 1]] = label[instance]
 
-    stuff_area_per_class = torch.bincount(sem_seg[~is_thing].flatten().long(),
-                                          minlength=num_classes)
+    stuff_area_per_class = torch.bincount(
+        sem_seg[~is_thing].flatten().long(), minlength=num_classes
+    )
     keep_stuff = (stuff_area_per_class >= stuff_area) & ~is_thing_class
     stuff_pixels = ~is_thing & keep_stuff[sem_seg]
     panoptic[stuff_pixels] = sem_seg[stuff_pixels].long() * label_divisor

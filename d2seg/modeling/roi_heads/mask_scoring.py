@@ -1,10 +1,17 @@
 """Mask Scoring R-CNN (Huang et al., CVPR 2019): a MaskIoU head that re-scores masks.
 
-The head sees the mask branch's pooled RoI features (before the mask convs) together with the
-predicted mask probability of one class, max-pooled to the features' resolution, and regresses
-the IoU of that mask with its ground truth for every class. At test time each detection's
-`mask_scores` is its classification score times the predicted MaskIoU of its class (sec. 3.4).
-Defaults and initialisation follow the authors' reference, zjhuang22/maskscoring_rcnn.
+The MaskIoU head sees the mask branch's pooled RoI features (before the mask convs) together
+with the predicted mask probability of one class, max-pooled to the features' resolution, and
+regresses the IoU of that mask with its ground truth for every class (sec. 3.3). At test time
+each detection's `mask_scores` is its classification score times the predicted MaskIoU of its
+class (sec. 3.4). Defaults and initialisation follow the authors' reference,
+zjhuang22/maskscoring_rcnn.
+
+The head lives inside a mask head, :class:`MaskScoringConvUpsampleHead`, registered in
+Detectron2's `ROI_MASK_HEAD_REGISTRY` (as PointRend extends Mask R-CNN): any ROI heads with a
+mask branch (StandardROIHeads, CascadeROIHeads, Res5ROIHeads) keep their own pooling and mask
+forward and get `loss_maskiou` and `instances.mask_scores` by setting
+`MODEL.ROI_MASK_HEAD.NAME: "MaskScoringConvUpsampleHead"`.
 """
 
 from __future__ import annotations
@@ -13,14 +20,17 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec, cat
-from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference, mask_rcnn_loss
-from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
+from detectron2.modeling import ROI_MASK_HEAD_REGISTRY
+from detectron2.modeling.roi_heads.mask_head import (
+    MaskRCNNConvUpsampleHead,
+    mask_rcnn_inference,
+    mask_rcnn_loss,
+)
 from detectron2.structures import Instances
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from d2seg.data.targets.mask_iou import gt_inbox_fraction, mask_iou_targets
+from d2seg.modeling.roi_heads.mask_iou_targets import gt_inbox_fraction, mask_iou_targets
 
 ROI_MASKIOU_HEAD_REGISTRY = Registry("ROI_MASKIOU_HEAD")
 ROI_MASKIOU_HEAD_REGISTRY.__doc__ = """
@@ -31,11 +41,24 @@ Registry for MaskIoU heads: given pooled RoI features (R, C, S, S) and mask prob
 
 @ROI_MASKIOU_HEAD_REGISTRY.register()
 class MaskIoUHead(nn.Module):
-    """4 conv3x3 (the last stride 2) + ReLU, FC 1024, FC 1024, FC num_classes (paper sec. 3.3)."""
+    """4 conv3x3 (the last stride 2) + ReLU, FC 1024, FC 1024, FC num_classes (paper sec. 3.3).
+
+    Initialisation as the reference's MaskIoU feature extractor and predictor: convs
+    kaiming-normal (fan_out, ReLU gain), hidden FCs kaiming-uniform with a=1, the predictor
+    normal with std 0.01, every bias zero.
+    """
 
     @configurable
-    def __init__(self, *, input_shape: ShapeSpec, num_classes: int, conv_dim: int, num_conv: int,
-                 fc_dim: int, num_fc: int):
+    def __init__(
+        self,
+        *,
+        input_shape: ShapeSpec,
+        num_classes: int,
+        conv_dim: int,
+        num_conv: int,
+        fc_dim: int,
+        num_fc: int,
+    ):
         """
         Args:
             input_shape: the pooled RoI features; the mask probability adds one channel.
@@ -81,7 +104,8 @@ class MaskIoUHead(nn.Module):
         }
 
     def forward(self, features: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
-        """features: (R, C, S, S); mask_probs: (R, M, M) with M a multiple of S (28 = 2 x 14)."""
+        """features: (R, C, S, S); mask_probs: (R, M, M) with M a multiple of S (28 = 2 x 14:
+        the paper's max pooling with kernel 2 and stride 2)."""
         scale = mask_probs.shape[-1] // features.shape[-1]
         pooled_mask = F.max_pool2d(mask_probs[:, None], kernel_size=scale, stride=scale)
         x = self.convs(cat([features, pooled_mask], dim=1))
@@ -99,10 +123,12 @@ def _of_class(per_class: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return per_class[torch.arange(len(classes), device=per_class.device), index]
 
 
-def maskiou_loss(pred_maskiou: torch.Tensor, gt_classes: torch.Tensor,
-                 targets: torch.Tensor) -> torch.Tensor:
+def maskiou_loss(
+    pred_maskiou: torch.Tensor, gt_classes: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """0.5 * squared error of the target class's predicted IoU, averaged over RoIs whose target
-    is above zero (the reference's `l2_loss`)."""
+    is above zero (the reference's `l2_loss`). Without such RoIs: a zero that still depends on
+    every prediction, so the head's parameters stay in the graph."""
     predicted = _of_class(pred_maskiou, gt_classes)
     positive = targets > 0
     if not positive.any():
@@ -118,83 +144,98 @@ def maskiou_inference(pred_maskiou: torch.Tensor, instances: list[Instances]) ->
         image_instances.mask_scores = image_instances.scores * iou
 
 
-@ROI_HEADS_REGISTRY.register()
-class MaskScoringROIHeads(StandardROIHeads):
-    """StandardROIHeads plus a MaskIoU head on the mask branch (loss `loss_maskiou`, output
-    `instances.mask_scores`). Works wherever StandardROIHeads does (GeneralizedRCNN,
-    PanopticFPN)."""
+@ROI_MASK_HEAD_REGISTRY.register()
+class MaskScoringConvUpsampleHead(MaskRCNNConvUpsampleHead):
+    """Detectron2's Mask R-CNN mask head plus a MaskIoU head that reads the same pooled RoI
+    features. Training returns `loss_mask` and `loss_maskiou`; inference sets `pred_masks` and
+    `mask_scores` on the instances."""
 
     @configurable
-    def __init__(self, *, maskiou_head: nn.Module, maskiou_loss_weight: float,
-                 detach_maskiou_input: bool, **kwargs):
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        maskiou_head: nn.Module,
+        maskiou_loss_weight: float,
+        detach_maskiou_input: bool,
+        **kwargs,
+    ):
         """
         Args:
+            input_shape: the pooled RoI features, as for MaskRCNNConvUpsampleHead.
             maskiou_head: predicts per-class mask IoUs from pooled features + mask probability.
             maskiou_loss_weight: multiplies the MaskIoU loss.
             detach_maskiou_input: stop the MaskIoU loss's gradient at the head's inputs.
-            kwargs: StandardROIHeads' arguments.
+            kwargs: MaskRCNNConvUpsampleHead's arguments.
         """
-        super().__init__(**kwargs)
+        super().__init__(input_shape, **kwargs)
         self.maskiou_head = maskiou_head
         self.maskiou_loss_weight = maskiou_loss_weight
         self.detach_maskiou_input = detach_maskiou_input
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
+    def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict:
         ret = super().from_config(cfg, input_shape)
-        ret.update(cls._init_maskiou_head(cfg, input_shape))
+        ret.update(
+            maskiou_head=build_maskiou_head(cfg, input_shape),
+            maskiou_loss_weight=cfg.MODEL.ROI_MASKIOU_HEAD.LOSS_WEIGHT,
+            detach_maskiou_input=cfg.MODEL.ROI_MASKIOU_HEAD.DETACH_INPUT,
+        )
         return ret
 
-    @classmethod
-    def _init_maskiou_head(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        if not cfg.MODEL.MASK_ON:
-            raise ValueError("MaskScoringROIHeads re-scores masks: it needs MODEL.MASK_ON True")
-        in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
-        resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
-        channels = input_shape[in_features[0]].channels
-        pooled = ShapeSpec(channels=channels, height=resolution, width=resolution)
-        return {
-            "maskiou_head": build_maskiou_head(cfg, pooled),
-            "maskiou_loss_weight": cfg.MODEL.ROI_MASKIOU_HEAD.LOSS_WEIGHT,
-            "detach_maskiou_input": cfg.MODEL.ROI_MASKIOU_HEAD.DETACH_INPUT,
-        }
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The Mask R-CNN layers only (the parent runs every child of this nn.Sequential)."""
+        for layer in self.children():
+            if layer is not self.maskiou_head:
+                x = layer(x)
+        return x
 
-    def _forward_mask(self, features: dict[str, torch.Tensor], instances: list[Instances]):
-        """Mask branch + MaskIoU branch: losses in training, filled-in instances at inference."""
+    def forward(
+        self, x: torch.Tensor, instances: list[Instances]
+    ) -> dict[str, torch.Tensor] | list[Instances]:
+        """
+        Args:
+            x: (R, C, S, S) pooled RoI features, the mask convs' input.
+            instances: foreground proposals with ground truth in training, detections at
+                inference.
+
+        Returns:
+            `{"loss_mask", "loss_maskiou"}` in training; else `instances` with `pred_masks` and
+            `mask_scores` set.
+        """
+        mask_logits = self.layers(x)
         if self.training:
-            instances, _ = select_foreground_proposals(instances, self.num_classes)
-        boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-        pooled = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
-        mask_logits = self.mask_head.layers(pooled)
-        if self.training:
-            losses = {"loss_mask": mask_rcnn_loss(mask_logits, instances,
-                                                  self.mask_head.vis_period)
-                      * self.mask_head.loss_weight}
-            losses["loss_maskiou"] = self._maskiou_loss(pooled, mask_logits, instances)
-            return losses
+            loss_mask = mask_rcnn_loss(mask_logits, instances, self.vis_period)
+            return {
+                "loss_mask": loss_mask * self.loss_weight,
+                "loss_maskiou": self._maskiou_loss(x, mask_logits, instances)
+                * self.maskiou_loss_weight,
+            }
         mask_rcnn_inference(mask_logits, instances)
-        if sum(len(x) for x in instances):
-            probs = cat([x.pred_masks[:, 0] for x in instances])
-            maskiou_inference(self.maskiou_head(pooled, probs), instances)
-        else:
-            for x in instances:
-                x.mask_scores = x.scores
+        probs = cat([image.pred_masks[:, 0] for image in instances])
+        maskiou_inference(self.maskiou_head(x, probs), instances)
         return instances
 
-    def _maskiou_loss(self, pooled: torch.Tensor, mask_logits: torch.Tensor,
-                      instances: list[Instances]) -> torch.Tensor:
-        gt_classes = cat([x.gt_classes for x in instances]) if instances else None
-        if gt_classes is None or len(gt_classes) == 0:
-            return mask_logits.sum() * 0.0
-        logits = _of_class(mask_logits, gt_classes)
+    def _maskiou_loss(
+        self, features: torch.Tensor, mask_logits: torch.Tensor, instances: list[Instances]
+    ) -> torch.Tensor:
+        """MaskIoU loss on the foreground RoIs' target-class mask probabilities."""
+        with_gt = [x for x in instances if len(x)]  # images without RoIs may lack gt_masks
+        if not with_gt:
+            # Run the head on the empty batch all the same: every parameter then gets a (zero)
+            # gradient, and DistributedDataParallel needs no `find_unused_parameters`.
+            return self.maskiou_head(features, mask_logits[:, 0]).sum() * 0.0
+        gt_classes = cat([x.gt_classes for x in with_gt])
         side = mask_logits.shape[-1]
-        gt_targets = cat([x.gt_masks.crop_and_resize(x.proposal_boxes.tensor, side)
-                          for x in instances])
-        fraction = cat([gt_inbox_fraction(x.gt_masks, x.proposal_boxes.tensor, x.image_size)
-                        for x in instances])
-        targets = mask_iou_targets(logits, gt_targets.to(logits.device), fraction)
+        gt_targets = cat(
+            [x.gt_masks.crop_and_resize(x.proposal_boxes.tensor, side) for x in with_gt]
+        ).to(mask_logits.device)
+        fraction = cat(
+            [gt_inbox_fraction(x.gt_masks, x.proposal_boxes.tensor, x.image_size) for x in with_gt]
+        )
+        logits = _of_class(mask_logits, gt_classes)
+        targets = mask_iou_targets(logits, gt_targets, fraction)
         probs = logits.sigmoid()
         if self.detach_maskiou_input:
-            pooled, probs = pooled.detach(), probs.detach()
-        predicted = self.maskiou_head(pooled, probs)
-        return maskiou_loss(predicted, gt_classes, targets) * self.maskiou_loss_weight
+            features, probs = features.detach(), probs.detach()
+        return maskiou_loss(self.maskiou_head(features, probs), gt_classes, targets)

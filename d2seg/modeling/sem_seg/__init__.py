@@ -1,11 +1,43 @@
 """Dense heads: Panoptic-DeepLab's semantic and instance branches on Detectron2's DeepLabV3+
-decoder. Each registers itself in Detectron2's registries when imported here."""
+decoder, and the semantic decode heads of issue 11 (one file each, on `decode_head.DecodeHead`).
+Each registers itself in Detectron2's registries when imported here."""
 
+from d2seg.modeling.sem_seg.ann_head import ANNHead  # registration only
+from d2seg.modeling.sem_seg.aspp_head import (  # registration only
+    ASPPHead,
+    DepthwiseSeparableASPPHead,
+)
+from d2seg.modeling.sem_seg.aspp_v2_head import ASPPV2Head  # registration only
+from d2seg.modeling.sem_seg.cc_head import CCHead  # registration only
+from d2seg.modeling.sem_seg.da_head import DAHead  # registration only
+from d2seg.modeling.sem_seg.dense_aspp_head import DenseASPPHead  # registration only
+from d2seg.modeling.sem_seg.fcn_head import FCNHead  # registration only
+from d2seg.modeling.sem_seg.isa_head import ISAHead  # registration only
+from d2seg.modeling.sem_seg.ocr_head import OCRHead  # registration only
 from d2seg.modeling.sem_seg.panoptic_deeplab_instance_head import (  # registration only
     D2SegPanopticDeepLabInsEmbedHead,
 )
 from d2seg.modeling.sem_seg.panoptic_deeplab_semantic_head import (  # registration only
     D2SegPanopticDeepLabSemSegHead,
 )
+from d2seg.modeling.sem_seg.psa_head import PSAHead  # registration only
+from d2seg.modeling.sem_seg.psp_head import PSPHead  # registration only
+from d2seg.modeling.sem_seg.uper_head import UPerHead  # registration only
 
-__all__ = ["D2SegPanopticDeepLabInsEmbedHead", "D2SegPanopticDeepLabSemSegHead"]
+__all__ = [
+    "ANNHead",
+    "ASPPHead",
+    "ASPPV2Head",
+    "CCHead",
+    "DAHead",
+    "D2SegPanopticDeepLabInsEmbedHead",
+    "D2SegPanopticDeepLabSemSegHead",
+    "DenseASPPHead",
+    "DepthwiseSeparableASPPHead",
+    "FCNHead",
+    "ISAHead",
+    "OCRHead",
+    "PSAHead",
+    "PSPHead",
+    "UPerHead",
+]

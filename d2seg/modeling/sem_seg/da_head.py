@@ -1,0 +1,107 @@
+"""DANet (Fu et al., CVPR 2019), as MMSegmentation's `DAHead` (`danet_r50-d8`): two branches on
+res5, each a 3x3 conv to 512 channels, an attention module and another 3x3 conv. Position
+attention (paper sec. 3.2) attends over all positions with 64-channel queries and keys
+(`pam_channels`); channel attention (sec. 3.3) attends over channels with the energies turned
+into max(energy) - energy first, as the authors' code does. Each module adds its output, scaled
+by a learnt gamma that starts at 0, to its input. The sum of the branches feeds the main
+classifier; in training each branch also has its own classifier and loss (sec. 3.4: three
+losses, equally weighted)."""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import Tensor, nn
+
+from d2seg.modeling.sem_seg.decode_head import Classifier, DecodeHead, conv_norm_relu
+
+
+class PositionAttention(nn.Module):
+    """out = gamma * V softmax(Q^T K)^T + x, with Q, K 1x1 convs to `key_channels` and V a 1x1
+    conv keeping the channels; every position attends to all H x W positions."""
+
+    def __init__(self, channels: int, key_channels: int):
+        super().__init__()
+        self.query = nn.Conv2d(channels, key_channels, 1)
+        self.key = nn.Conv2d(channels, key_channels, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        query = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, Ck)
+        key = self.key(x).flatten(2)  # (N, Ck, HW)
+        attention = torch.bmm(query, key).softmax(dim=-1)  # (N, HW, HW)
+        context = torch.bmm(self.value(x).flatten(2), attention.transpose(1, 2))
+        return self.gamma * context.view(n, c, h, w) + x
+
+
+class ChannelAttention(nn.Module):
+    """out = gamma * softmax(max(E) - E) X + x, with E = X X^T the (C, C) channel energies."""
+
+    def __init__(self):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        flat = x.flatten(2)  # (N, C, HW)
+        energy = torch.bmm(flat, flat.transpose(1, 2))
+        attention = (energy.max(dim=-1, keepdim=True).values - energy).softmax(dim=-1)
+        return self.gamma * torch.bmm(attention, flat).view(n, c, h, w) + x
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DAHead(DecodeHead):
+    """Args (beyond :class:`DecodeHead`'s): pam_channels (DANET_PAM_CHANNELS)."""
+
+    @configurable
+    def __init__(self, input_shape: dict[str, ShapeSpec], *, pam_channels: int = 64, **kwargs):
+        super().__init__(input_shape, **kwargs)
+        in_channels, channels = input_shape[self.in_features[0]].channels, self.channels
+        self.branches = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    conv_norm_relu(in_channels, channels, 3, self.norm),
+                    attention,
+                    conv_norm_relu(channels, channels, 3, self.norm),
+                )
+                for name, attention in (
+                    ("pam", PositionAttention(channels, pam_channels)),
+                    ("cam", ChannelAttention()),
+                )
+            }
+        )
+        self.branch_classifiers = nn.ModuleDict(
+            {
+                name: Classifier(channels, self.num_classes, self.dropout_ratio)
+                for name in ("pam", "cam")
+            }
+        )
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
+        return cls.base_config(cfg, input_shape) | {
+            "pam_channels": cfg.MODEL.SEM_SEG_HEAD.DANET_PAM_CHANNELS
+        }
+
+    def branch_outputs(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = features[self.in_features[0]]
+        return {name: branch(x) for name, branch in self.branches.items()}
+
+    def layers(self, features: dict[str, Tensor]) -> Tensor:
+        return sum(self.branch_outputs(features).values())
+
+    def losses(self, features: dict[str, Tensor], targets: Tensor) -> dict:
+        """`loss_sem_seg` on the summed branches, `loss_sem_seg_pam` / `loss_sem_seg_cam` on each
+        branch's own classifier (each x LOSS_WEIGHT), and the auxiliary head's loss."""
+        outputs = self.branch_outputs(features)
+        logits = {"": self.classifier(sum(outputs.values()))}
+        logits |= {f"_{name}": self.branch_classifiers[name](x) for name, x in outputs.items()}
+        losses = {
+            f"loss_sem_seg{suffix}": self.loss(x, targets) * self.loss_weight
+            for suffix, x in logits.items()
+        }
+        return losses | self.aux_losses(features, targets)
