@@ -39,6 +39,43 @@ Registry for MaskIoU heads: given pooled RoI features (R, C, S, S) and mask prob
 """
 
 
+def iou_conv_layers(in_channels: int, conv_dim: int, num_conv: int) -> tuple[list[nn.Module], int]:
+    """`num_conv` x (3x3 conv + ReLU), the last with stride 2, convs kaiming-normal (fan_out,
+    ReLU gain) with zero bias, as the reference IoU heads; returns the layers and their width.
+    Shared by the MaskIoU head and Parsing R-CNN's ParsingIoU head."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for index in range(num_conv):
+        stride = 2 if index == num_conv - 1 else 1
+        conv = nn.Conv2d(channels, conv_dim, kernel_size=3, stride=stride, padding=1)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU(inplace=True)]
+        channels = conv_dim
+    return layers, channels
+
+
+def iou_fc_layers(in_features: int, fc_dim: int, num_fc: int) -> tuple[list[nn.Module], int]:
+    """`num_fc` x (FC + ReLU), kaiming-uniform with a=1 and zero bias; the layers and width."""
+    layers: list[nn.Module] = []
+    features = in_features
+    for _ in range(num_fc):
+        fc = nn.Linear(features, fc_dim)
+        nn.init.kaiming_uniform_(fc.weight, a=1)
+        nn.init.zeros_(fc.bias)
+        layers += [fc, nn.ReLU(inplace=True)]
+        features = fc_dim
+    return layers, features
+
+
+def iou_predictor(in_features: int, outputs: int) -> nn.Linear:
+    """The IoU regressor: normal init with std 0.01, zero bias."""
+    predictor = nn.Linear(in_features, outputs)
+    nn.init.normal_(predictor.weight, std=0.01)
+    nn.init.zeros_(predictor.bias)
+    return predictor
+
+
 @ROI_MASKIOU_HEAD_REGISTRY.register()
 class MaskIoUHead(nn.Module):
     """4 conv3x3 (the last stride 2) + ReLU, FC 1024, FC 1024, FC num_classes (paper sec. 3.3).
@@ -67,29 +104,12 @@ class MaskIoUHead(nn.Module):
             fc_dim, num_fc: width and number of the hidden fully connected layers.
         """
         super().__init__()
-        convs = []
-        channels = input_shape.channels + 1
-        for index in range(num_conv):
-            stride = 2 if index == num_conv - 1 else 1
-            conv = nn.Conv2d(channels, conv_dim, kernel_size=3, stride=stride, padding=1)
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            convs += [conv, nn.ReLU(inplace=True)]
-            channels = conv_dim
+        convs, channels = iou_conv_layers(input_shape.channels + 1, conv_dim, num_conv)
         self.convs = nn.Sequential(*convs)
         side = (input_shape.height + 1) // 2 if num_conv else input_shape.height  # stride-2 conv
-        fcs = []
-        features = channels * side * side
-        for _ in range(num_fc):
-            fc = nn.Linear(features, fc_dim)
-            nn.init.kaiming_uniform_(fc.weight, a=1)
-            nn.init.zeros_(fc.bias)
-            fcs += [fc, nn.ReLU(inplace=True)]
-            features = fc_dim
+        fcs, features = iou_fc_layers(channels * side * side, fc_dim, num_fc)
         self.fcs = nn.Sequential(*fcs)
-        self.predictor = nn.Linear(features, num_classes)
-        nn.init.normal_(self.predictor.weight, std=0.01)
-        nn.init.zeros_(self.predictor.bias)
+        self.predictor = iou_predictor(features, num_classes)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict:

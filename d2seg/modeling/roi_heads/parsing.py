@@ -24,7 +24,12 @@ from torch import nn
 
 from d2seg.data.targets.parsing import check_part_ids, parsing_iou
 from d2seg.modeling.postprocessing.parsing import PartProbabilities
-from d2seg.modeling.roi_heads.mask_scoring import maskiou_loss
+from d2seg.modeling.roi_heads.mask_scoring import (
+    iou_conv_layers,
+    iou_fc_layers,
+    iou_predictor,
+    maskiou_loss,
+)
 
 ROI_PARSING_HEAD_REGISTRY = Registry("ROI_PARSING_HEAD")
 ROI_PARSING_HEAD_REGISTRY.__doc__ = """
@@ -206,25 +211,10 @@ class ParsingIoUHead(nn.Module):
             fc_dim, num_fc: width and number of the hidden fully connected layers.
         """
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels + num_parsing
-        for index in range(num_conv):
-            stride = 2 if index == num_conv - 1 else 1
-            conv = nn.Conv2d(channels, conv_dim, 3, stride=stride, padding=1)
-            init.c2_msra_fill(conv)
-            layers += [conv, nn.ReLU(inplace=True)]
-            channels = conv_dim
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        for _ in range(num_fc):
-            fc = nn.Linear(channels, fc_dim)
-            nn.init.kaiming_uniform_(fc.weight, a=1)
-            nn.init.zeros_(fc.bias)
-            layers += [fc, nn.ReLU(inplace=True)]
-            channels = fc_dim
-        self.layers = nn.Sequential(*layers)
-        self.predictor = nn.Linear(channels, 1)
-        nn.init.normal_(self.predictor.weight, std=0.01)
-        nn.init.zeros_(self.predictor.bias)
+        convs, channels = iou_conv_layers(in_channels + num_parsing, conv_dim, num_conv)
+        fcs, features = iou_fc_layers(channels, fc_dim, num_fc)
+        self.layers = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), nn.Flatten(), *fcs)
+        self.predictor = iou_predictor(features, 1)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, in_channels: int) -> dict:
