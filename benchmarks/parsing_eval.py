@@ -68,11 +68,14 @@ def reference_style_metrics(
     semseg_score_thresh: float,
     ap_score_thresh: float,
     count_empty_images: bool,
+    matching: str = "unclaimed",
 ) -> dict[str, float]:
     """mIoU, AP^p per threshold and PCP per threshold (x100), the reference's way.
 
     `images`: dicts with "parsings" (image-sized uint8 maps, one per detection), "scores",
-    "semseg_file" and "person_files" (ground-truth PNGs).
+    "semseg_file" and "person_files" (ground-truth PNGs). `matching`: "reference" takes each
+    detection's best person, claimed or not (the authors' loop); "unclaimed" the best one among
+    the persons not claimed yet at that threshold.
     """
     hist = np.zeros((num_classes, num_classes))
     for image in images:
@@ -100,18 +103,24 @@ def reference_style_metrics(
         score, i, k = detections[d]
         if score < ap_score_thresh:
             continue
-        best, best_person, best_iou, best_parts = -np.inf, -1, None, 0
+        candidates = []  # (mean IoU, person, per-class IoU, number of parts)
         for person, path in enumerate(images[i]["person_files"]):
             gt = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
             iou = _reference_iou(gt, images[i]["parsings"][k], num_classes)[0]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(iou)
-            if mean > best:
-                labels = np.unique(gt)
-                best, best_person, best_iou = mean, person, iou
-                best_parts = int(np.sum((labels > 0) & (labels < num_classes)))
+            labels = np.unique(gt)
+            candidates.append(
+                (mean, person, iou, int(np.sum((labels > 0) & (labels < num_classes))))
+            )
         for t in IOU_THRESHOLDS:
+            best, best_person, best_iou, best_parts = -np.inf, -1, None, 0
+            for mean, person, iou, parts in candidates:
+                if matching == "unclaimed" and (i, person) in claimed[t]:
+                    continue
+                if mean > best:
+                    best, best_person, best_iou, best_parts = mean, person, iou, parts
             if best > t and (i, best_person) not in claimed[t]:
                 claimed[t].add((i, best_person))
                 hits[t].append(1)

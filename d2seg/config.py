@@ -133,6 +133,9 @@ def add_parsing_evaluation_config(cfg: CfgNode) -> None:
     # Images without any detection count in mIoU as all background; False drops them, as the
     # reference does (it writes no prediction PNG for them).
     cfg.TEST.PARSING.COUNT_EMPTY_IMAGES = True
+    # AP^p matching: "unclaimed" (best person not yet claimed; issue 8's definition) or
+    # "reference" (best person even if claimed -> false positive; the authors' parsing_eval.py).
+    cfg.TEST.PARSING.MATCHING = "unclaimed"
 
 
 def add_sem_seg_config(cfg: CfgNode) -> None:

@@ -12,12 +12,16 @@ authors' reference does (soeaver/Parsing-R-CNN, ``utils/data/evaluation/parsing_
 - **AP^p**: detections scoring >= ``ap_score_thresh`` (reference ``PRCNN.SCORE_THRESH`` 0.001)
   are pooled over the dataset and sorted by score. Each one's overlap with a ground-truth person
   is the nanmean over classes of the per-class IoU between the two image-sized part maps
-  (``cal_one_mean_iou``: background included, classes absent from both maps skipped); it is
-  matched to the person of its image with the highest overlap (the first one on ties), as VOC
-  does, whether or not that person is already claimed. At threshold t it is a true positive when
-  the overlap is > t (strict) and the person is unclaimed, which claims it; otherwise a false
-  positive. AP is VOC's all-point area under the interpolated precision-recall curve; recall
-  counts every ground-truth person. AP^p_50 is t = 0.5, AP^p_vol the mean over t = 0.1 ... 0.9.
+  (``cal_one_mean_iou``: background included, classes absent from both maps skipped). At
+  threshold t, going down the ranking, each detection is matched to the *unclaimed* person of
+  its image with the highest overlap (the first one on ties); it is a true positive when that
+  overlap is > t (strict), which claims the person, and a false positive otherwise
+  (``matching="unclaimed"``, the default, as issue 8 defines AP^p). The reference matches a
+  detection to its best person whether or not that one is claimed already, so a detection whose
+  best person was taken is a false positive even when another person of the image overlaps it
+  by more than t (``matching="reference"``, VOC's rule, which the published numbers use). AP is
+  VOC's all-point area under the interpolated precision-recall curve; recall counts every
+  ground-truth person. AP^p_50 is t = 0.5, AP^p_vol the mean over t = 0.1 ... 0.9.
 - **PCP** at t: each true positive scores (number of its person's parts, background excluded,
   whose IoU is > t) / (number of parts the person has); PCP = their sum over all ground-truth
   persons (unmatched ones score 0). PCP_50 is t = 0.5.
@@ -53,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 IOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Part-IoU thresholds of AP^p and PCP (reference ``ovthresh_seg``); AP^p_vol averages them."""
+MATCHING_RULES = ("unclaimed", "reference")
+"""How AP^p assigns a detection to a ground-truth person (see the module docstring)."""
 
 
 class PartMap(NamedTuple):
@@ -147,16 +153,18 @@ def part_iou(
 
 @dataclass
 class ImageStats:
-    """What one image contributes to the metrics: a few numbers per detection."""
+    """What one image contributes to the metrics: a few numbers per detection-person pair."""
 
     index: int  # position in the dataset, for a deterministic order after gathering
     confusion: np.ndarray | None  # (C, C), None when the image is left out of mIoU
     scores: np.ndarray  # (R,) parsing scores
-    person: np.ndarray  # (R,) best-overlapping ground-truth person, -1 when there is none
-    overlap: np.ndarray  # (R,) its mean part IoU, -inf when there is none
-    parts_correct: np.ndarray  # (R, T) its parts with IoU > t, per threshold t
-    person_parts: np.ndarray  # (R,) its number of parts (background excluded)
-    num_persons: int
+    overlap: np.ndarray  # (R, G) mean part IoU, -inf where no class counts (no match)
+    parts_correct: np.ndarray  # (R, G, T) parts of the person with IoU > t, per threshold t
+    person_parts: np.ndarray  # (G,) parts of each person (background excluded)
+
+    @property
+    def num_persons(self) -> int:
+        return len(self.person_parts)
 
 
 def image_stats(
@@ -169,40 +177,62 @@ def image_stats(
     num_classes: int,
     semseg_score_thresh: float,
 ) -> ImageStats:
-    """Match every detection of one image to its best ground-truth person and add the image's
-    painted global part map to a confusion matrix (skipped when `semantic_gt` is None)."""
+    """Overlaps of every detection of one image with every ground-truth person, and the
+    image's painted global part map added to a confusion matrix (skipped when `semantic_gt`
+    is None)."""
     scores = np.asarray(scores, np.float64)
     confusion = None
     if semantic_gt is not None:
         painted = paint_semantic(predictions, scores, semseg_score_thresh, image_size)
         confusion = confusion_matrix(semantic_gt, painted, num_classes)
-    num = len(predictions)
-    stats = ImageStats(
-        index,
-        confusion,
-        scores,
-        person=np.full(num, -1),
-        overlap=np.full(num, -np.inf),
-        parts_correct=np.zeros((num, len(IOU_THRESHOLDS)), np.int64),
-        person_parts=np.zeros(num, np.int64),
-        num_persons=len(persons),
-    )
-    if num == 0 or not persons:
-        return stats
+    shape = (len(predictions), len(persons))
+    if not all(shape):
+        return ImageStats(
+            index,
+            confusion,
+            scores,
+            overlap=np.full(shape, -np.inf),
+            parts_correct=np.zeros((*shape, len(IOU_THRESHOLDS)), np.int64),
+            person_parts=np.zeros(len(persons), np.int64),
+        )
     gt_area = class_areas(persons, num_classes, image_size[0] * image_size[1])
     iou = part_iou(predictions, persons, image_size, num_classes, gt_area)
     counted = ~np.isnan(iou)
-    mean_iou = np.where(counted, iou, 0).sum(axis=2) / np.maximum(counted.sum(axis=2), 1)
-    mean_iou[~counted.any(axis=2)] = -np.inf  # the reference's nanmean would be NaN: no match
-    best = np.argmax(mean_iou, axis=1)  # the first maximum, as the reference's strict ">"
-    rows = np.arange(num)
-    stats.overlap = mean_iou[rows, best]
-    stats.person = np.where(np.isfinite(stats.overlap), best, -1)
-    best_iou = np.nan_to_num(iou[rows, best, 1:], nan=-1.0)  # a class absent from both: no part
+    overlap = np.where(counted, iou, 0).sum(axis=2) / np.maximum(counted.sum(axis=2), 1)
+    overlap[~counted.any(axis=2)] = -np.inf  # the reference's nanmean would be NaN: no match
+    part_iou_ = np.nan_to_num(iou[..., 1:], nan=-1.0)  # a class absent from both: no part
     thresholds = np.asarray(IOU_THRESHOLDS)
-    stats.parts_correct = (best_iou[:, None, :] > thresholds[None, :, None]).sum(axis=2)
-    stats.person_parts = (gt_area[:, 1:] > 0).sum(axis=1)[best]
-    return stats
+    parts_correct = (part_iou_[..., None, :] > thresholds[:, None]).sum(axis=-1)
+    return ImageStats(
+        index, confusion, scores, overlap, parts_correct, (gt_area[:, 1:] > 0).sum(axis=1)
+    )
+
+
+def match_image(stats: ImageStats, ranked: np.ndarray, matching: str) -> np.ndarray:
+    """(R, T) matched person of each detection at each threshold, -1 for a false positive.
+
+    `ranked`: the image's detections in ranking order (only those are matched). A detection
+    takes the person with the highest overlap among the unclaimed ones (``"unclaimed"``) or
+    among all (``"reference"``), the first one on ties as the reference's strict ">" does; it
+    is a true positive when that overlap is > t and the person is unclaimed.
+    """
+    if matching not in MATCHING_RULES:
+        raise ValueError(f"AP^p matching {matching!r} is not one of {MATCHING_RULES}")
+    thresholds = np.asarray(IOU_THRESHOLDS)
+    matched = np.full((len(stats.scores), len(thresholds)), -1)
+    if stats.num_persons == 0:
+        return matched
+    claimed = np.zeros((len(thresholds), stats.num_persons), bool)
+    columns = np.arange(len(thresholds))
+    for r in ranked:
+        row = np.broadcast_to(stats.overlap[r], claimed.shape)
+        if matching == "unclaimed":
+            row = np.where(claimed, -np.inf, row)
+        best = np.argmax(row, axis=1)
+        hit = (row[columns, best] > thresholds) & ~claimed[columns, best]
+        claimed[columns[hit], best[hit]] = True
+        matched[r, hit] = best[hit]
+    return matched
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -215,7 +245,9 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
 
 
-def ap_and_pcp(stats: list[ImageStats], score_thresh: float) -> tuple[np.ndarray, np.ndarray]:
+def ap_and_pcp(
+    stats: list[ImageStats], score_thresh: float, matching: str = "unclaimed"
+) -> tuple[np.ndarray, np.ndarray]:
     """AP^p and PCP at every threshold of :data:`IOU_THRESHOLDS` (fractions, not x100)."""
     num_persons = sum(s.num_persons for s in stats)
     if num_persons == 0:
@@ -223,29 +255,33 @@ def ap_and_pcp(stats: list[ImageStats], score_thresh: float) -> tuple[np.ndarray
         return np.full(len(IOU_THRESHOLDS), np.nan), np.full(len(IOU_THRESHOLDS), np.nan)
     stats = sorted(stats, key=lambda s: s.index)
     scores = np.concatenate([s.scores for s in stats])
-    image = np.concatenate([np.full(len(s.scores), i) for i, s in enumerate(stats)])
-    person = np.concatenate([s.person for s in stats])
-    overlap = np.concatenate([s.overlap for s in stats])
-    parts_correct = np.concatenate([s.parts_correct for s in stats])
-    person_parts = np.concatenate([s.person_parts for s in stats])
     order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= score_thresh]
-    claim_key = (image * (max(s.num_persons for s in stats) + 1) + person)[order]
-    aps, pcps = [], []
-    for t_index, threshold in enumerate(IOU_THRESHOLDS):
-        hits = np.flatnonzero(overlap[order] > threshold)
-        _, first = np.unique(claim_key[hits], return_index=True)
-        true_positive = np.zeros(len(order), bool)
-        true_positive[hits[first]] = True  # the first, highest-scoring claim of each person
-        tp = np.cumsum(true_positive)
-        fp = np.cumsum(~true_positive)
+    # Claims stay within an image, and a stable sort keeps each image's own ranking, so every
+    # image is matched on its own, in the order its detections take in the global ranking.
+    starts = np.cumsum([0] + [len(s.scores) for s in stats])
+    image_of = np.searchsorted(starts, order, side="right") - 1
+    matched, correct_ratio = [], []
+    for i, image in enumerate(stats):
+        image_matched = match_image(image, order[image_of == i] - starts[i], matching)
+        ratio = np.zeros(image_matched.shape)
+        if image.num_persons:
+            person = np.maximum(image_matched, 0)
+            correct = np.take_along_axis(image.parts_correct, person[:, None, :], axis=1)[:, 0]
+            parts = image.person_parts[person]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = np.where((image_matched >= 0) & (parts > 0), correct / parts, 0.0)
+        matched.append(image_matched)
+        correct_ratio.append(ratio)
+    true_positive = (np.concatenate(matched) >= 0)[order]  # (N, T) in ranking order
+    pcps = np.concatenate(correct_ratio)[order].sum(axis=0) / num_persons
+    aps = []
+    for t_index in range(len(IOU_THRESHOLDS)):
+        tp = np.cumsum(true_positive[:, t_index])
+        fp = np.cumsum(~true_positive[:, t_index])
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
         aps.append(voc_ap(tp / num_persons, precision))
-        matched = order[true_positive]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = parts_correct[matched, t_index] / person_parts[matched]
-        pcps.append(np.where(person_parts[matched] > 0, ratio, 0.0).sum() / num_persons)
-    return np.asarray(aps), np.asarray(pcps)
+    return np.asarray(aps), pcps
 
 
 def semantic_metrics(confusion: np.ndarray) -> dict[str, np.ndarray | float]:
@@ -302,6 +338,7 @@ class ParsingEvaluator(DatasetEvaluator):
         semseg_score_thresh: float = 0.3,
         ap_score_thresh: float = 0.001,
         count_empty_images: bool = True,
+        matching: str = "unclaimed",
         distributed: bool = True,
         output_dir: str | None = None,
     ):
@@ -312,6 +349,8 @@ class ParsingEvaluator(DatasetEvaluator):
             ap_score_thresh: detections ranked for AP^p / PCP score >= this.
             count_empty_images: count images without detections in mIoU (as all background);
                 False reproduces the reference, which leaves them out.
+            matching: "unclaimed" (a detection takes the best person not yet claimed) or
+                "reference" (its best person, claimed or not; the authors' code).
             distributed: gather results from every process and evaluate in the main one.
             output_dir: where ``parsing_results.json`` is written (nothing when None).
         """
@@ -322,6 +361,11 @@ class ParsingEvaluator(DatasetEvaluator):
         self._semseg_score_thresh = semseg_score_thresh
         self._ap_score_thresh = ap_score_thresh
         self._count_empty_images = count_empty_images
+        if matching not in MATCHING_RULES:
+            raise ValueError(
+                f"TEST.PARSING.MATCHING: {matching!r} is not one of {list(MATCHING_RULES)}"
+            )
+        self._matching = matching
         self._distributed = distributed
         self._output_dir = output_dir
         self._ground_truth = {
@@ -407,7 +451,7 @@ class ParsingEvaluator(DatasetEvaluator):
             np.zeros((num_classes, num_classes), np.int64),
         )
         semantic = semantic_metrics(confusion)
-        aps, pcps = ap_and_pcp(stats, self._ap_score_thresh)
+        aps, pcps = ap_and_pcp(stats, self._ap_score_thresh, self._matching)
         fifty = IOU_THRESHOLDS.index(0.5)
         results = {
             "mIoU": 100 * semantic["mIoU"],
@@ -441,6 +485,7 @@ def build_parsing_evaluators(
             semseg_score_thresh=settings.SEMSEG_SCORE_THRESH,
             ap_score_thresh=settings.AP_SCORE_THRESH,
             count_empty_images=settings.COUNT_EMPTY_IMAGES,
+            matching=settings.MATCHING,
             output_dir=output_folder,
         ),
         FastCOCOEvaluator(

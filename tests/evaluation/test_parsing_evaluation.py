@@ -167,21 +167,45 @@ def test_false_positive_ranked_first(dataset, false_score, expected_ap):
     assert results["PCP50"] == 100.0
 
 
-def test_a_claimed_person_makes_later_matches_false_positives(dataset):
+@pytest.mark.parametrize("matching", pe.MATCHING_RULES)
+def test_a_claimed_person_makes_later_matches_false_positives(dataset, matching):
     """The worse copy (mean IoU 0.6) outranks the exact one: at t = 0.5 it claims the person
     and the exact one is a false positive (AP 1); at t = 0.7 only the exact one passes, second
-    in rank (AP 0.5). A detection goes to its best person even when that one is claimed."""
+    in rank (AP 0.5). With one person, both matching rules agree."""
     person = _box((4, 4), 0, 2, 0, 4, 2)
     worse = _box((4, 4), 0, 1, 0, 4, 2)  # IoU: background 8/12, class 2: 4/8 -> 7/12
-    results = dataset.evaluate([{"persons": [person], "detections": [(worse, 0.9), (person, 0.8)]}])
-    assert results["APp50"] == 100.0 and results["APp70"] == 50.0
-    other = _box((4, 4), 2, 4, 0, 4, 5)
     results = dataset.evaluate(
-        [
-            {"persons": [person, other], "detections": [(person, 0.9), (worse, 0.8)]},
-        ]
+        [{"persons": [person], "detections": [(worse, 0.9), (person, 0.8)]}], matching=matching
     )
-    assert results["APp50"] == 50.0  # `worse` overlaps `person` best, though it is claimed
+    assert results["APp50"] == 100.0 and results["APp70"] == 50.0
+
+
+@pytest.mark.parametrize(("matching", "expected_ap50"), [("unclaimed", 100.0), ("reference", 50.0)])
+def test_a_detection_whose_best_person_is_claimed(dataset, matching, expected_ap50):
+    """Two detections of `person` (rows 0-1); `taller` (rows 0-2) overlaps the second one by
+    (background 4/8 + class 2: 8/12) / 2 = 7/12. The first claims `person`. Unclaimed matching
+    gives the second to `taller` (a true positive at t = 0.5, not at 0.6); the reference keeps
+    it on its best person, claimed, so it is a false positive at every threshold."""
+    person = _box((4, 4), 0, 2, 0, 4, 2)
+    taller = _box((4, 4), 0, 3, 0, 4, 2)
+    images = [{"persons": [person, taller], "detections": [(person, 0.9), (person.copy(), 0.8)]}]
+    results = dataset.evaluate(images, matching=matching)
+    assert results["APp50"] == expected_ap50
+    assert results["APp60"] == 50.0
+    assert results["PCP50"] == expected_ap50  # the one part (class 2) of `taller`: IoU 2/3
+    other = _box((4, 4), 2, 4, 0, 4, 5)
+    worse = _box((4, 4), 0, 1, 0, 4, 2)
+    results = dataset.evaluate(
+        [{"persons": [person, other], "detections": [(person, 0.9), (worse, 0.8)]}],
+        matching=matching,
+    )
+    assert results["APp50"] == 50.0  # `worse` overlaps `other` by 1/12 only: no match either way
+
+
+def test_unknown_matching_rule_is_named(dataset):
+    name, _ = dataset.write([{"persons": [PERSON], "detections": []}])
+    with pytest.raises(ValueError, match="MATCHING: 'voc'"):
+        pe.ParsingEvaluator(name, distributed=False, matching="voc")
 
 
 def test_score_thresholds_are_inclusive(dataset):
@@ -268,13 +292,25 @@ def _random_images(rng, num_images):
     return images
 
 
-@pytest.mark.parametrize(("seed", "count_empty"), [(0, True), (1, False), (2, True)])
-def test_random_data_matches_the_reference_style_loop(dataset, seed, count_empty):
+@pytest.mark.parametrize(
+    ("seed", "count_empty", "matching"),
+    [
+        (0, True, "unclaimed"),
+        (1, False, "reference"),
+        (2, True, "reference"),
+        (3, True, "unclaimed"),
+    ],
+)
+def test_random_data_matches_the_reference_style_loop(dataset, seed, count_empty, matching):
     images = _random_images(np.random.default_rng(seed), 14)
     assert any(not image["detections"] for image in images)
     name, records = dataset.write(images)
     evaluator = pe.ParsingEvaluator(
-        name, distributed=False, semseg_score_thresh=0.3, count_empty_images=count_empty
+        name,
+        distributed=False,
+        semseg_score_thresh=0.3,
+        count_empty_images=count_empty,
+        matching=matching,
     )
     for record, image in zip(records, images):
         evaluator.process([{"image_id": record["image_id"]}], [_output(image, record)])
@@ -293,13 +329,14 @@ def test_random_data_matches_the_reference_style_loop(dataset, seed, count_empty
         0.3,
         0.001,
         count_empty,
+        matching,
     )
     assert results["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-9)
     for t in pe.IOU_THRESHOLDS:
         key = f"APp{round(t * 100)}"
         assert results[key] == pytest.approx(expected[key], abs=1e-9), key
     assert results["PCP50"] == pytest.approx(expected["PCP50"], abs=1e-9)
-    _, pcps = pe.ap_and_pcp(evaluator._stats, 0.001)
+    _, pcps = pe.ap_and_pcp(evaluator._stats, 0.001, matching)
     np.testing.assert_allclose(
         100 * pcps, [expected[f"PCP{round(t * 100)}"] for t in pe.IOU_THRESHOLDS], atol=1e-9
     )
@@ -407,6 +444,7 @@ def test_factory_reads_only_test_keys(dataset, tmp_path):
                     "SEMSEG_SCORE_THRESH": 0.05,
                     "AP_SCORE_THRESH": 0.01,
                     "COUNT_EMPTY_IMAGES": False,
+                    "MATCHING": "reference",
                 },
                 "EVAL_BACKEND": "pycocotools",
             }
@@ -415,7 +453,7 @@ def test_factory_reads_only_test_keys(dataset, tmp_path):
     parsing, boxes = pe.build_parsing_evaluators(cfg, name, None)
     assert isinstance(boxes, FastCOCOEvaluator) and boxes._tasks == ("bbox",)
     assert (parsing._semseg_score_thresh, parsing._ap_score_thresh) == (0.05, 0.01)
-    assert parsing._count_empty_images is False
+    assert parsing._count_empty_images is False and parsing._matching == "reference"
     assert boxes._eval_backend == "pycocotools"
 
 
@@ -424,6 +462,7 @@ def test_config_defaults():
     assert cfg.TEST.PARSING.SEMSEG_SCORE_THRESH == 0.3
     assert cfg.TEST.PARSING.AP_SCORE_THRESH == 0.001
     assert cfg.TEST.PARSING.COUNT_EMPTY_IMAGES is True
+    assert cfg.TEST.PARSING.MATCHING == "unclaimed"
     assert pe.IOU_THRESHOLDS == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
