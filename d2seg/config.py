@@ -88,6 +88,7 @@ def add_panoptic_deeplab_config(cfg: CfgNode) -> None:
     # Optimizer and schedule hooks selected by name (d2seg/solver.py).
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's) or "ADAM" (Panoptic-DeepLab: Adam)
     cfg.SOLVER.POLY_LR_POWER = 0.9  # for LR_SCHEDULER_NAME "WarmupPolyLR"
+    cfg.SOLVER.POLY_LR_END = 0.0  # absolute LR the poly schedule ends at (MMSeg min_lr 1e-4)
 
 
 def add_parsing_config(cfg: CfgNode) -> None:

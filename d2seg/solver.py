@@ -9,7 +9,7 @@ from detectron2.solver import build_lr_scheduler as detectron2_lr_scheduler
 from detectron2.solver import build_optimizer as detectron2_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
-from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
+from fvcore.common.param_scheduler import ParamScheduler
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -29,13 +29,35 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     raise ValueError(f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not 'SGD' or 'ADAM'")
 
 
+class PolynomialDecayToParamScheduler(ParamScheduler):
+    """(start - end) * (1 - t)^power + end over t in [0, 1]: mmcv's ``PolyLrUpdaterHook``
+    (MMSegmentation's ``poly`` policy with ``min_lr``); with end 0 it is DeepLab's poly."""
+
+    def __init__(self, start: float, end: float, power: float):
+        self._start, self._end, self._power = start, end, power
+
+    def __call__(self, where: float) -> float:
+        return (self._start - self._end) * (1.0 - where) ** self._power + self._end
+
+
 def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
-    """SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (fvcore's polynomial decay (1 - t)^POLY_LR_POWER
-    after Detectron2's warm-up; DeepLab's poly schedule) or any of Detectron2's."""
+    """SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (polynomial decay (1 - t)^POLY_LR_POWER from
+    BASE_LR down to POLY_LR_END after Detectron2's warm-up; DeepLab's and MMSegmentation's poly
+    schedule) or any of Detectron2's. Detectron2 scales every parameter group by one
+    multiplier, so a group with its own LR (BIAS_LR_FACTOR) ends at POLY_LR_END times its
+    factor, where MMSegmentation ends every group at min_lr."""
     if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
         return detectron2_lr_scheduler(cfg, optimizer)
+    if not 0.0 <= cfg.SOLVER.POLY_LR_END <= cfg.SOLVER.BASE_LR:
+        raise ValueError(
+            f"SOLVER.POLY_LR_END {cfg.SOLVER.POLY_LR_END} must lie in [0, BASE_LR "
+            f"{cfg.SOLVER.BASE_LR}]"
+        )
+    decay = PolynomialDecayToParamScheduler(
+        1.0, cfg.SOLVER.POLY_LR_END / cfg.SOLVER.BASE_LR, cfg.SOLVER.POLY_LR_POWER
+    )
     schedule = WarmupParamScheduler(
-        PolynomialDecayParamScheduler(1.0, cfg.SOLVER.POLY_LR_POWER),
+        decay,
         cfg.SOLVER.WARMUP_FACTOR,
         min(cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER, 1.0),
         cfg.SOLVER.WARMUP_METHOD,

@@ -43,6 +43,34 @@ def test_warmup_poly_schedule_is_deeplabs(warmup):
         scheduler.step()
 
 
+def test_poly_schedule_ends_at_poly_lr_end():
+    """MMSegmentation's poly with min_lr: lr(t) = (BASE_LR - end) (1 - t / MAX_ITER)^0.9 + end,
+    as mmcv's PolyLrUpdaterHook; the Cityscapes semantic configs end at its 1e-4."""
+    cfg = load_config(
+        QUICKSTART,
+        ["SOLVER.MAX_ITER", "10", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "0"]
+        + ["SOLVER.POLY_LR_END", "0.0001"],
+    )
+    optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2))
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    for step in range(11):
+        expected = (0.01 - 1e-4) * (1 - step / 10) ** 0.9 + 1e-4
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9), step
+        optimizer.step()
+        scheduler.step()
+    semantic = load_config(
+        str(CONFIG_ROOT / "Cityscapes-SemanticSegmentation" / "pspnet_R_50_D8_512x1024_80k.yaml")
+    )
+    assert semantic.SOLVER.POLY_LR_END == 1e-4 and semantic.SOLVER.POLY_LR_POWER == 0.9
+    assert load_config(QUICKSTART).SOLVER.POLY_LR_END == 0.0  # DeepLab / Panoptic-DeepLab: to 0
+
+
+def test_poly_lr_end_above_base_lr_is_named():
+    cfg = load_config(QUICKSTART, ["SOLVER.BASE_LR", "0.01", "SOLVER.POLY_LR_END", "0.1"])
+    with pytest.raises(ValueError, match="POLY_LR_END 0.1"):
+        build_lr_scheduler(cfg, build_optimizer(cfg, torch.nn.Linear(2, 2)))
+
+
 def test_unknown_optimizer_is_named():
     cfg = load_config(QUICKSTART, ["SOLVER.OPTIMIZER", "LAMB"])
     with pytest.raises(ValueError, match="LAMB"):
