@@ -5,11 +5,26 @@ QUICKSTART_CONFIG := configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml
 QUICKSTART_OUTPUT := output/quickstart/mask_rcnn_R_18_FPN_synthetic
 DETECTRON2_GIT := git+https://github.com/facebookresearch/detectron2.git
 
-.PHONY: setup detectron2 quickstart test lint benchmark-mask-scoring
+.PHONY: setup install detectron2 quickstart test lint benchmark-mask-scoring
 
-setup: detectron2
+# Installs d2seg (editable) and its extras; skipped while .setup-done is newer than the two
+# dependency files and this checkout is the installed one (a fresh clone always installs).
+setup:
+	@if [ -f .setup-done ] && [ .setup-done -nt pyproject.toml ] && \
+	  [ .setup-done -nt constraints-dev.txt ] && $(PYTHON) -c "$$INSTALLED_HERE"; then \
+	  echo "setup: d2seg is installed from this checkout (delete .setup-done to reinstall)"; \
+	else $(MAKE) --no-print-directory install && touch .setup-done; fi
+
+install: detectron2
 	$(PYTHON) -m pip install -q --no-build-isolation -c constraints-dev.txt -e '.[dev,fast-eval]'
 	$(PYTHON) -m pip install -q --no-deps panopticapi-lite==0.2.0
+
+define INSTALLED_HERE
+import json, os, sys, importlib.metadata as m
+url = json.loads(m.distribution("d2seg").read_text("direct_url.json"))["url"]
+sys.exit(url != "file://" + os.getcwd())
+endef
+export INSTALLED_HERE
 
 # detectron2 is not on PyPI: use the installed one, else install it from its repository.
 detectron2:

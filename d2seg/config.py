@@ -86,7 +86,7 @@ def add_panoptic_deeplab_config(cfg: CfgNode) -> None:
     cfg.INPUT.IGNORE_CROWD_IN_SEMANTIC = False  # crowd pixels keep their semantic label
     cfg.INPUT.IGNORE_STUFF_IN_OFFSET = True  # offsets are learnt on thing pixels only
     # Optimizer and schedule hooks selected by name (d2seg/solver.py).
-    cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's) or "ADAM" (Panoptic-DeepLab: Adam)
+    cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's), "ADAM" (Panoptic-DeepLab), "ADAMW" (Swin)
     cfg.SOLVER.POLY_LR_POWER = 0.9  # for LR_SCHEDULER_NAME "WarmupPolyLR"
     cfg.SOLVER.POLY_LR_END = 0.0  # absolute LR the poly schedule ends at (MMSeg min_lr 1e-4)
 
@@ -153,6 +153,7 @@ def add_sem_seg_config(cfg: CfgNode) -> None:
     sem.ALIGN_CORNERS = False  # bilinear resizes of logits and pyramids (MMSeg configs: False)
     sem.AUX_IN_FEATURE = ""  # auxiliary FCN head on this feature ("res4" in MMSeg); "": none
     sem.AUX_CHANNELS = 256  # width of the auxiliary head's 3x3 conv (MMSeg auxiliary_head)
+    sem.AUX_KERNEL_SIZE = 3  # kernel of that conv (MMSeg HRNet OCR / FCN cascade: 1)
     sem.AUX_LOSS_WEIGHT = 0.4  # weight of the auxiliary cross-entropy (MMSeg auxiliary_head)
     sem.OHEM = False  # online hard example mining of pixels (MMSeg OHEMPixelSampler)
     sem.OHEM_THRESH = 0.7  # keep pixels whose true-class prob < this (< 0: hardest by loss)
@@ -176,6 +177,9 @@ def add_sem_seg_config(cfg: CfgNode) -> None:
     sem.OCR_CHANNELS = 256  # OCRNet key / query width (paper sec. 3.3; OCR head 512 = CONVS_DIM)
     sem.C1_IN_FEATURE = "res2"  # DeepLabV3+ low-level feature (paper sec. 3.1)
     sem.C1_CHANNELS = 48  # its 1x1 projection width (paper sec. 4.1)
+    sem.LRASPP_BRANCH_CHANNELS = [32, 64]  # LR-ASPP skip projections (MMSeg LRASPPHead)
+    sem.LRASPP_POOL_KERNEL = [49, 49]  # LR-ASPP gate's average pool (h, w) (MMSeg LRASPPHead)
+    sem.LRASPP_POOL_STRIDE = [16, 20]  # its stride (h, w) (MMSeg LRASPPHead)
     # Training mapper (d2seg/data/mappers/sem_seg.py): MMSegmentation's RandomResize scale
     # (w, h) and ratio range ((): Detectron2's MIN_SIZE_TRAIN resize), photometric distortion.
     cfg.INPUT.SEM_SEG_SCALE = ()  # Cityscapes (2048, 1024), ADE20K (2048, 512)
@@ -194,11 +198,38 @@ def add_sem_seg_config(cfg: CfgNode) -> None:
     test.FLIP = False  # also average the horizontally flipped image
 
 
+def add_timm_backbone_config(cfg: CfgNode) -> None:
+    """timm backbones (d2seg/modeling/backbone/timm_backbone.py, BACKBONE.NAME
+    "build_timm_backbone"). Defaults are timm's own; configs set MMSegmentation's values."""
+    t = cfg.MODEL.TIMM = CfgNode()
+    t.NAME = ""  # timm model name, e.g. "mobilenetv3_large_100" (built with pretrained=False)
+    t.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # res5 = the deepest level, res4 the next
+    t.OUTPUT_STRIDE = 32  # 8 / 16 dilate the last stages (models with timm output_stride only)
+    t.DROP_PATH_RATE = -1.0  # stochastic depth (< 0: timm's default; MMSeg Swin-T: 0.3)
+    t.OUTPUT_NORM = False  # LayerNorm on every output (MMSeg SwinTransformer's norm{i})
+    t.CONCAT_FEATURE = ""  # extra output: OUT_FEATURES resized + concatenated (HRNetV2); "": none
+    t.NORM = "BN"  # "BN" (timm's BatchNorm) or "SyncBN" (converted)
+
+
 def add_evaluation_config(cfg: CfgNode) -> None:
-    """Evaluation engines (d2seg/evaluation/coco_backend.py; panoptic PQ needs no key)."""
+    """Evaluation engines (d2seg/evaluation/coco_backend.py, panoptic_evaluation.py)."""
     # COCO box / mask AP: "auto" (hotcoco where installed, else Detectron2's COCO API), "hotcoco"
     # (error if missing) or "pycocotools" (Detectron2's path, its COCOeval_opt where built)
     cfg.TEST.EVAL_BACKEND = "auto"
+    # PQ is computed from the maps in memory; True also writes predictions.json + predictions/
+    # *.png (a COCO / Cityscapes panoptic submission) beside the results, ~10 ms per image
+    cfg.TEST.PANOPTIC_WRITE_PREDICTIONS = False
+
+
+def add_report_config(cfg: CfgNode) -> None:
+    """The HTML evaluation report (d2seg/evaluation/report.py) written beside every evaluation's
+    results as ``report.html``."""
+    cfg.TEST.REPORT = CfgNode()
+    cfg.TEST.REPORT.ENABLED = True  # write OUTPUT_DIR/inference/<dataset>/report.html
+    cfg.TEST.REPORT.GALLERY = True  # best / worst images by per-image score (off: not scored)
+    cfg.TEST.REPORT.GALLERY_SIZE = 8  # at most this many best and this many worst images
+    # config file whose README reference numbers the report shows; load_config fills it in
+    cfg.TEST.REPORT.CONFIG_FILE = ""
 
 
 def add_d2seg_config(cfg: CfgNode) -> CfgNode:
@@ -211,7 +242,9 @@ def add_d2seg_config(cfg: CfgNode) -> CfgNode:
     add_parsing_config(cfg)
     add_parsing_evaluation_config(cfg)
     add_sem_seg_config(cfg)
+    add_timm_backbone_config(cfg)
     add_evaluation_config(cfg)
+    add_report_config(cfg)
     return cfg
 
 
@@ -226,9 +259,14 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
         cfg.merge_from_file(config_file)
     except KeyError as error:
         raise KeyError(f"{config_file}: {error.args[0]}") from error
+    except ValueError as error:  # yacs: a value of the wrong type (names key and value)
+        raise ValueError(f"{config_file}: {error}") from error
+    except FileNotFoundError as error:  # fvcore checks the file itself, not its _BASE_
+        raise FileNotFoundError(f"{config_file}: _BASE_ {error.filename!r} not found") from error
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as error:  # yacs asserts on unknown override keys
         raise KeyError(f"command-line overrides: {error.args[0]}") from error
+    cfg.TEST.REPORT.CONFIG_FILE = cfg.TEST.REPORT.CONFIG_FILE or str(config_file)
     cfg.freeze()
     return cfg

@@ -13,20 +13,26 @@ from fvcore.common.param_scheduler import ParamScheduler
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SOLVER.OPTIMIZER "SGD": Detectron2's; "ADAM": Adam with Detectron2's parameter groups
-    (BASE_LR, WEIGHT_DECAY, WEIGHT_DECAY_NORM) and gradient clipping."""
+    """SOLVER.OPTIMIZER "SGD": Detectron2's; "ADAM" / "ADAMW": Adam / AdamW with Detectron2's
+    parameter groups (BASE_LR, WEIGHT_DECAY, WEIGHT_DECAY_NORM) and gradient clipping."""
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "SGD":
         return detectron2_optimizer(cfg, model)
-    if name == "ADAM":
+    if name in ("ADAM", "ADAMW"):  # ADAMW: MMSegmentation's Swin configs
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            # no decay on Swin's position tables (MMSeg upernet_swin paramwise custom_keys)
+            overrides={
+                k: {"weight_decay": 0.0}
+                for k in ("relative_position_bias_table", "absolute_pos_embed")
+            },
         )
-        return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(params, lr=cfg.SOLVER.BASE_LR)
-    raise ValueError(f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not 'SGD' or 'ADAM'")
+        optimizer = torch.optim.AdamW if name == "ADAMW" else torch.optim.Adam
+        return maybe_add_gradient_clipping(cfg, optimizer)(params, lr=cfg.SOLVER.BASE_LR)
+    raise ValueError(f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not 'SGD', 'ADAM' or 'ADAMW'")
 
 
 class PolynomialDecayToParamScheduler(ParamScheduler):

@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from d2seg.data.panoptic_utils import panoptic_to_stuff_semantic
+from d2seg.utils.file_io import atomic_open
 
 
 def _convert(job: tuple[str, str, list, list]) -> None:
@@ -34,9 +35,8 @@ def _convert(job: tuple[str, str, list, list]) -> None:
     except OSError as error:
         raise OSError(f"cannot read panoptic PNG {panoptic_png!r}: {error}") from error
     semantic = panoptic_to_stuff_semantic(segment_ids, segments_info, categories)
-    partial = output_png + ".partial.png"
-    Image.fromarray(semantic).save(partial)
-    os.replace(partial, output_png)
+    with atomic_open(output_png, "wb") as f:
+        Image.fromarray(semantic).save(f, format="PNG")
 
 
 def convert_split(

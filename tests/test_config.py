@@ -17,6 +17,7 @@ from tests.helpers.configs import (
     TINY_PANOPTIC_DEEPLAB,
     TINY_RCNN,
     TINY_SEM_SEG,
+    TINY_TIMM,
 )
 
 EXPECTED_LOSSES = {
@@ -52,6 +53,8 @@ def _expected_losses(cfg) -> set[str]:
     meta_arch = cfg.MODEL.META_ARCHITECTURE
     if meta_arch == "D2SegSemanticSegmentor" and cfg.MODEL.SEM_SEG_HEAD.NAME == "DAHead":
         return EXPECTED_LOSSES[meta_arch] | {"loss_sem_seg_pam", "loss_sem_seg_cam"}  # 3 losses
+    if meta_arch == "D2SegSemanticSegmentor" and not cfg.MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE:
+        return {"loss_sem_seg"}  # LR-ASPP: no auxiliary head
     if meta_arch in ("D2SegPanopticDeepLab", "D2SegSemanticSegmentor"):
         return EXPECTED_LOSSES[meta_arch]
     expected = set(EXPECTED_LOSSES["GeneralizedRCNN"])
@@ -80,11 +83,13 @@ def test_config_trains_two_iterations_and_runs_inference(config, synthetic_root)
     """Each config, shrunk to an R-18 and small images: 2 training iterations, then inference
     with the config's own model."""
     full = load_config(str(CONFIG_ROOT / config), CPU)
+    if full.MODEL.BACKBONE.NAME == "build_timm_backbone":
+        pytest.importorskip("timm", reason="timm backbones need timm (pip install 'd2seg[timm]')")
     tiny = {
         "D2SegPanopticDeepLab": TINY_PANOPTIC_DEEPLAB,
         "D2SegSemanticSegmentor": TINY_SEM_SEG,
     }.get(full.MODEL.META_ARCHITECTURE, TINY_RCNN)
-    cfg = load_config(str(CONFIG_ROOT / config), tiny)
+    cfg = load_config(str(CONFIG_ROOT / config), tiny + TINY_TIMM.get(config, []))
     losses = _losses_over_training(
         cfg, _fixed_batch(cfg, _training_split(cfg)), iterations=2, keys=True
     )

@@ -10,19 +10,19 @@ The mapper comes from the model the config builds and the evaluator from each te
 
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import default_argument_parser, default_setup, launch
 
 from d2seg.config import load_config
 from d2seg.data import build_test_mapper, build_train_mapper
+from d2seg.engine import D2SegCheckpointer, D2SegTrainer, build_resumable_train_loader
 from d2seg.evaluation import build_evaluator
 from d2seg.solver import build_lr_scheduler, build_optimizer
 from d2seg.utils.distributed import cpu_friendly_ddp
 
 
-class Trainer(DefaultTrainer):
+class Trainer(D2SegTrainer):
     """DefaultTrainer whose data loaders, evaluators, optimizer and LR schedule come from d2seg
     (each picked by the config, falling back to Detectron2's)."""
 
@@ -32,7 +32,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+        return build_resumable_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
@@ -63,7 +63,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        D2SegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

@@ -91,3 +91,17 @@ def panoptic_to_stuff_semantic(
             0 if is_thing[category_id] else stuff_ids[category_id]
         )
     return semantic
+
+
+def check_panoptic_segments(
+    segment_ids: np.ndarray, segments_info: Iterable[Mapping], where: str
+) -> None:
+    """Raise ValueError naming `where` unless the ids in a panoptic map (0 is VOID, as in
+    panopticapi) are exactly those its ``segments_info`` lists."""
+    in_map = set(np.unique(segment_ids).tolist()) - {0}
+    listed = {int(s["id"]) for s in segments_info}
+    if in_map != listed:
+        raise ValueError(
+            f"{where}: segment ids {sorted(in_map - listed)} are in the PNG but not in "
+            f"segments_info, {sorted(listed - in_map)} are in segments_info but not in the PNG"
+        )

@@ -6,6 +6,7 @@ itself with :func:`register_evaluator` instead of another branch in `train_net.p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from detectron2.config import CfgNode
@@ -20,6 +21,7 @@ from d2seg.evaluation.coco_backend import FastCOCOEvaluator
 from d2seg.evaluation.coco_evaluation import MaskScoringCOCOEvaluator, PanopticThingsCOCOEvaluator
 from d2seg.evaluation.panoptic_evaluation import FastCOCOPanopticEvaluator
 from d2seg.evaluation.parsing_evaluation import ParsingEvaluator, build_parsing_evaluators
+from d2seg.evaluation.report import ReportEvaluator
 
 EvaluatorFactory = Callable[[CfgNode, str, str], list[DatasetEvaluator]]
 EVALUATOR_FACTORIES: dict[str, EvaluatorFactory] = {}
@@ -44,6 +46,16 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> Data
             f"{sorted(EVALUATOR_FACTORIES)}"
         )
     evaluators = EVALUATOR_FACTORIES[evaluator_type](cfg, dataset_name, output_folder)
+    report = cfg.TEST.REPORT
+    if report.ENABLED and output_folder:  # report.html beside the results (report.py)
+        return ReportEvaluator(
+            evaluators,
+            dataset_name,
+            output_folder,
+            gallery_size=report.GALLERY_SIZE if report.GALLERY else 0,
+            config_file=report.CONFIG_FILE,
+            metrics_path=os.path.join(cfg.OUTPUT_DIR, "metrics.json"),
+        )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
 
@@ -61,12 +73,19 @@ def _sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[Datase
     return [SemSegEvaluator(dataset_name, output_dir=output_folder)]
 
 
+def _panoptic_quality(cfg: CfgNode, dataset_name: str, output_folder: str):
+    """PQ from the maps in memory; the submission PNGs + json only when
+    TEST.PANOPTIC_WRITE_PREDICTIONS asks for them."""
+    write = cfg.TEST.PANOPTIC_WRITE_PREDICTIONS
+    return FastCOCOPanopticEvaluator(dataset_name, output_folder if write else None)
+
+
 @register_evaluator("coco_panoptic_seg")
 def _coco_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
     """PQ, plus box/mask AP where instance annotations exist and mIoU where stuff PNGs exist
     (the "separated" registrations Panoptic FPN uses)."""
     metadata = MetadataCatalog.get(dataset_name)
-    evaluators: list[DatasetEvaluator] = [FastCOCOPanopticEvaluator(dataset_name, output_folder)]
+    evaluators: list[DatasetEvaluator] = [_panoptic_quality(cfg, dataset_name, output_folder)]
     if metadata.get("json_file"):
         evaluators.append(
             PanopticThingsCOCOEvaluator(
@@ -93,7 +112,7 @@ def _cityscapes_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str):
     """PQ, Cityscapes mIoU and instance AP. The instance evaluator skips outputs without
     `instances` (MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES off), so no model key is read here."""
     return [
-        FastCOCOPanopticEvaluator(dataset_name, output_folder),
+        _panoptic_quality(cfg, dataset_name, output_folder),
         CityscapesSemSegEvaluator(dataset_name),
         CityscapesInstanceEvaluator(dataset_name),
     ]
@@ -111,6 +130,7 @@ __all__ = [
     "MaskScoringCOCOEvaluator",
     "ParsingEvaluator",
     "PanopticThingsCOCOEvaluator",
+    "ReportEvaluator",
     "build_evaluator",
     "register_evaluator",
 ]

@@ -24,6 +24,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from d2seg.data.datasets.cityscapes import train_id_to_label_id
+from d2seg.utils.file_io import atomic_imwrite, atomic_open
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 
@@ -169,10 +170,10 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
 
     def _write_prediction(self, prediction_dir: str, stem: str, found: list) -> None:
         """One PNG per instance, listed with its label id and score in `<stem>_pred.txt`."""
-        with open(os.path.join(prediction_dir, f"{stem}_pred.txt"), "w") as listing:
+        with atomic_open(os.path.join(prediction_dir, f"{stem}_pred.txt"), "w") as listing:
             for index, (label_id, score, rle) in enumerate(found):
                 mask_name = f"{stem}_{index}_{label_id}.png"
-                cv2.imwrite(os.path.join(prediction_dir, mask_name), mask_util.decode(rle) * 255)
+                atomic_imwrite(os.path.join(prediction_dir, mask_name), mask_util.decode(rle) * 255)
                 listing.write(f"{mask_name} {label_id} {score}\n")
 
     def _run_official(self, official, args, gt_files: list[str], workdir: str) -> OrderedDict:
@@ -199,7 +200,7 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
             self._predictions.append((_image_key(input_dict), png))
 
     def _write_prediction(self, prediction_dir: str, stem: str, png: bytes) -> None:
-        with open(os.path.join(prediction_dir, f"{stem}_pred.png"), "wb") as f:
+        with atomic_open(os.path.join(prediction_dir, f"{stem}_pred.png"), "wb") as f:
             f.write(png)
 
     def _run_official(self, official, args, gt_files: list[str], workdir: str) -> OrderedDict:

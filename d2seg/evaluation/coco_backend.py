@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import detectron2.evaluation.coco_evaluation as detectron2_coco
+import numpy as np
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 
@@ -132,6 +133,9 @@ class FastCOCOEvaluator(COCOEvaluator):
         **kwargs,
     ):
         super().__init__(dataset_name, tasks, distributed, output_dir, **kwargs)
+        self.precisions: dict[str, np.ndarray] = {}
+        """COCOeval's ``eval["precision"]`` of each task of the last evaluation, (IoU
+        thresholds, recall points, categories, areas, maxDets); the report's PR curves."""
         self._eval_backend = resolve_eval_backend(eval_backend)
         self._hotcoco_api = None
         if self._eval_backend == "hotcoco":
@@ -143,6 +147,23 @@ class FastCOCOEvaluator(COCOEvaluator):
         self._logger.info(
             f"COCO AP of {dataset_name}: {engine} (TEST.EVAL_BACKEND {eval_backend!r})"
         )
+
+    def reset(self) -> None:
+        super().reset()
+        self.precisions = {}
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        if coco_eval is not None:
+            self.precisions[iou_type] = np.asarray(coco_eval.eval["precision"])
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names)
+        if not self._coco_api.getAnnIds():
+            # COCOeval leaves AP undefined (-1, nan here) without ground truth; an empty
+            # annotation list is a valid dataset (issue 10), on which nothing is found: 0
+            self._logger.warning(
+                f"{self._metadata.name} has no ground-truth annotation: {iou_type} AP is 0"
+            )
+            results = {metric: 0.0 for metric in results}
+        return results
 
     def _load_hotcoco_gt(self):
         if self._hotcoco_api is None:

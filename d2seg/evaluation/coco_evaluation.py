@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 
-from detectron2.utils.file_io import PathManager
-
 from d2seg.evaluation.coco_backend import FastCOCOEvaluator
+from d2seg.utils.file_io import atomic_json_dump
 
 
 class MaskScoringCOCOEvaluator(FastCOCOEvaluator):
@@ -49,8 +47,7 @@ class MaskScoringCOCOEvaluator(FastCOCOEvaluator):
                 super()._eval_predictions(ranked, img_ids)
                 if saved[1]:
                     path = os.path.join(saved[1], f"coco_{task}_results.json")
-                    with PathManager.open(path, "w") as f:
-                        json.dump([r for p in ranked for r in p["instances"]], f)
+                    atomic_json_dump([r for p in ranked for r in p["instances"]], path)
         finally:
             self._tasks, self._output_dir = saved
 

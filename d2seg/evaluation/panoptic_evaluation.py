@@ -50,10 +50,14 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_every_n_seconds
 from tabulate import tabulate
 
+from d2seg.utils.file_io import atomic_json_dump
+
 logger = logging.getLogger(__name__)
 
 ID_LIMIT = 1 << 24
 """Segment ids are 24-bit: the COCO panoptic PNG stores id = R + 256 G + 256^2 B."""
+FLOAT32_EXACT = 1 << 24
+"""Pixel counts below this are exact in float32 (OpenCV's histogram counts in float32)."""
 _TP, _FP, _FN, _IOU = range(4)  # rows of the per-image statistics
 
 
@@ -109,13 +113,21 @@ def _pair_counts(gt_ids, gt_keys, pred_ids, pred_keys, indexer: SegmentIndexer) 
     """(G + 2, P + 2) pixel counts of every (ground-truth index, predicted index) pair (indices
     as :class:`SegmentIndexer` numbers them), from one ``bincount`` over combined indices."""
     shape = (len(gt_keys) + 2, len(pred_keys) + 2)
-    if shape[0] * shape[1] <= 1 << 16:  # the usual case: combined in uint16, 4x less traffic
+    bins = shape[0] * shape[1]
+    if bins <= 1 << 16:  # the usual case: combined in uint16, 4x less traffic
         pairs = indexer(gt_ids, gt_keys, step=shape[1])
+        pairs += indexer(pred_ids, pred_keys)
+        if 0 < pairs.size < FLOAT32_EXACT and pairs.ndim == 2:
+            # OpenCV's uint16 histogram is ~4x faster than np.bincount, which first casts every
+            # index to intp; unit-width bins from 0 put integer v in bin v, and float32 counts
+            # are exact below 2^24 pixels
+            counts = cv2.calcHist([pairs], [0], None, [bins], [0, bins])
+            return counts.astype(np.int64).reshape(shape)
     else:
         pairs = indexer(gt_ids, gt_keys).astype(np.intp)
         pairs *= shape[1]
-    pairs += indexer(pred_ids, pred_keys)
-    return np.bincount(pairs.ravel(), minlength=shape[0] * shape[1]).reshape(shape)
+        pairs += indexer(pred_ids, pred_keys)
+    return np.bincount(pairs.ravel(), minlength=bins).reshape(shape)
 
 
 def _segment_ids(segments: Sequence[Mapping], where: str) -> np.ndarray:
@@ -389,9 +401,7 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
                 {k: p[k] for k in ("image_id", "file_name", "segments_info")} for p in predictions
             ]
             json_path = os.path.join(self._output_dir, "predictions.json")
-            with open(json_path + ".tmp", "w") as f:
-                json.dump(content, f)
-            os.replace(json_path + ".tmp", json_path)
+            atomic_json_dump(content, json_path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logger.info(f"panoptic predictions written to {json_path} and {folder}")

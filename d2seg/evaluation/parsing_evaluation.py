@@ -35,7 +35,6 @@ crops overlap; only a few numbers per detection are gathered across processes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -52,6 +51,7 @@ from PIL import Image
 from tabulate import tabulate
 
 from d2seg.evaluation.coco_backend import FastCOCOEvaluator
+from d2seg.utils.file_io import atomic_json_dump
 
 logger = logging.getLogger(__name__)
 
@@ -378,6 +378,7 @@ class ParsingEvaluator(DatasetEvaluator):
             for index, record in enumerate(DatasetCatalog.get(dataset_name))
         }
         self._dataset_name = dataset_name
+        self.confusion: np.ndarray | None = None  # of the last summarize()
         self.reset()
 
     def reset(self) -> None:
@@ -439,8 +440,9 @@ class ParsingEvaluator(DatasetEvaluator):
         results = self.summarize(stats)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "parsing_results.json"), "w") as f:
-                json.dump(results, f, indent=1)
+            atomic_json_dump(
+                results, os.path.join(self._output_dir, "parsing_results.json"), indent=1
+            )
         return OrderedDict(parsing=results)
 
     def summarize(self, stats: list[ImageStats]) -> dict[str, float]:
@@ -450,6 +452,7 @@ class ParsingEvaluator(DatasetEvaluator):
             (s.confusion for s in stats if s.confusion is not None),
             np.zeros((num_classes, num_classes), np.int64),
         )
+        self.confusion = confusion  # ground truth by row; the report draws it
         semantic = semantic_metrics(confusion)
         aps, pcps = ap_and_pcp(stats, self._ap_score_thresh, self._matching)
         fifty = IOU_THRESHOLDS.index(0.5)

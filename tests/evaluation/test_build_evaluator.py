@@ -63,3 +63,22 @@ def test_unknown_type_is_named(cfg, tmp_path):
         match="odd_type.*d2seg_test_odd_dataset|d2seg_test_odd_dataset.*odd_type",
     ):
         build_evaluator(cfg, "d2seg_test_odd_dataset", str(tmp_path))
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_panoptic_pngs_are_written_only_when_asked(cfg, synthetic_root, tmp_path, write):
+    """PQ needs no PNG; the submission files cost ~10 ms per image, so they are opt-in."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.PANOPTIC_WRITE_PREDICTIONS = write
+    for evaluator_type, name in (
+        ("coco_panoptic_seg", "d2seg_synthetic_panoptic_val_separated"),
+        ("cityscapes_panoptic_seg", "d2seg_cityscapes_fine_panoptic_val"),
+    ):
+        panoptic = EVALUATOR_FACTORIES[evaluator_type](cfg, name, str(tmp_path))[0]
+        assert isinstance(panoptic, FastCOCOPanopticEvaluator)
+        assert panoptic._output_dir == (str(tmp_path) if write else None)
+
+
+def test_panoptic_pngs_are_off_by_default(cfg):
+    assert cfg.TEST.PANOPTIC_WRITE_PREDICTIONS is False

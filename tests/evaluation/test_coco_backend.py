@@ -234,7 +234,9 @@ def test_config_key_reaches_the_evaluators(synthetic_root, tmp_path):
     config = str(CONFIG_ROOT / "quickstart" / "mask_rcnn_R_18_FPN_synthetic.yaml")
     assert load_config(config, CPU).TEST.EVAL_BACKEND == "auto"
     for backend in ("hotcoco", "pycocotools"):
-        cfg = load_config(config, [*CPU, "TEST.EVAL_BACKEND", backend])
+        cfg = load_config(
+            config, [*CPU, "TEST.EVAL_BACKEND", backend, "TEST.REPORT.ENABLED", "False"]
+        )
         evaluator = build_evaluator(cfg, "d2seg_synthetic_instance_val", str(tmp_path))
         assert evaluator._eval_backend == backend
 

@@ -115,3 +115,12 @@ TINY_SEM_SEG = CPU + [
     "DATASETS.TRAIN",
     "('d2seg_synthetic_sem_seg_train',)",
 ]
+# timm backbones keep their size under TINY_SEM_SEG; these configs swap in their family's
+# smallest model (the heads read the channels from the backbone)
+TINY_TIMM = {
+    f"Cityscapes-SemanticSegmentation/ocrnet_HRNetV2_W{width}_512x1024_80k.yaml": [
+        "MODEL.TIMM.NAME",
+        "hrnet_w18_small_v2",
+    ]
+    for width in (18, 48)
+}

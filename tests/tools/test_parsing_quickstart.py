@@ -62,7 +62,7 @@ def test_quickstart_trains_reports_parsing_metrics_and_draws(tmp_path):
         "bbox/AP",
     } <= reported, sorted(reported)
 
-    written = load_script("tools/demo.py").main(
+    result = load_script("tools/demo.py").run(
         [
             "--config-file",
             str(REPO_ROOT / QUICKSTART),
@@ -79,5 +79,5 @@ def test_quickstart_trains_reports_parsing_metrics_and_draws(tmp_path):
             *TINY,
         ]
     )
-    overlay = np.asarray(Image.open(written[0]))
+    overlay = np.asarray(Image.open(result.written[0]))
     assert overlay.ndim == 3 and overlay.shape[2] == 3

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.scripts import REPO_ROOT, load_script
+from tests.helpers.scripts import REPO_ROOT, load_script, run_script
 
 QUICKSTART = "configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml"
 TINY = [
@@ -40,14 +40,7 @@ TINY = [
 
 
 def _train_net(*args):
-    result = subprocess.run(
-        [sys.executable, "tools/train_net.py", "--config-file", QUICKSTART, *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return result.returncode, result.stdout + result.stderr
+    return run_script("tools/train_net.py", "--config-file", QUICKSTART, *args)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ def test_unknown_key_fails_naming_it(tmp_path):
 def test_demo_writes_overlays(trained, tmp_path):
     output, _ = trained
     demo = load_script("tools/demo.py")
-    written = demo.main(
+    written = demo.run(
         [
             "--config-file",
             str(REPO_ROOT / QUICKSTART),
@@ -130,7 +123,7 @@ def test_demo_writes_overlays(trained, tmp_path):
             str(output / "model_final.pth"),
             *TINY,
         ]
-    )
+    ).written
     assert len(written) == 2
     for path in written:
         overlay = np.asarray(Image.open(path))
@@ -140,19 +133,19 @@ def test_demo_writes_overlays(trained, tmp_path):
 def test_demo_names_unreadable_input(trained, tmp_path):
     output, _ = trained
     missing = tmp_path / "missing.jpg"
-    with pytest.raises(OSError, match="missing.jpg"):
-        load_script("tools/demo.py").main(
-            [
-                "--config-file",
-                str(REPO_ROOT / QUICKSTART),
-                "--input",
-                str(missing),
-                "--output",
-                str(tmp_path / "out"),
-                "MODEL.WEIGHTS",
-                str(output / "model_final.pth"),
-            ]
-        )
+    result = load_script("tools/demo.py").run(
+        [
+            "--config-file",
+            str(REPO_ROOT / QUICKSTART),
+            "--input",
+            str(missing),
+            "--output",
+            str(tmp_path / "out"),
+            "MODEL.WEIGHTS",
+            str(output / "model_final.pth"),
+        ]
+    )
+    assert result.unreadable == {str(missing): "no such file"} and not result.written
 
 
 def test_two_processes_on_cpu_with_naive_sync_bn(synthetic_root, tmp_path):
@@ -204,7 +197,7 @@ def test_two_processes_on_cpu_with_naive_sync_bn(synthetic_root, tmp_path):
 def test_demo_draws_panoptic_deeplab_outputs(synthetic_root, tmp_path):
     """Panoptic maps in label-divisor form (segments_info None) draw through the same demo."""
     demo = load_script("tools/demo.py")
-    written = demo.main(
+    written = demo.run(
         [
             "--config-file",
             str(REPO_ROOT / "configs/quickstart/panoptic_deeplab_R_18_synthetic.yaml"),
@@ -215,6 +208,6 @@ def test_demo_draws_panoptic_deeplab_outputs(synthetic_root, tmp_path):
             "--output",
             str(tmp_path),
         ]
-    )
+    ).written
     image = np.asarray(Image.open(written[0]))
     assert image.ndim == 3 and image.shape[0] >= 224

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+from d2seg.utils.file_io import atomic_json_dump
+
 MANIFEST = "manifest.json"
 
 
@@ -37,8 +39,7 @@ def ensure_generated(
     staging = tempfile.mkdtemp(prefix=f".{dirname}-", dir=datasets_root)
     try:
         write(staging)
-        with open(os.path.join(staging, MANIFEST), "w") as f:
-            json.dump(manifest, f)
+        atomic_json_dump(manifest, os.path.join(staging, MANIFEST))
         if os.path.exists(root) and not is_current(root, manifest):
             stale = tempfile.mkdtemp(prefix=f".{dirname}-stale-", dir=datasets_root)
             os.replace(root, os.path.join(stale, "old"))

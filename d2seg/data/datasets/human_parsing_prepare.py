@@ -24,10 +24,8 @@ leaves no partial file and a rerun rewrites the same content.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -44,6 +42,7 @@ from d2seg.data.datasets.human_parsing import (
     ParsingFamily,
     prepared_json,
 )
+from d2seg.utils.file_io import atomic_json_dump, atomic_open
 
 CIHP_ROOT = "instance-level_human_parsing"
 CIHP_SPLIT_DIRS = {"train": "Training", "val": "Validation"}
@@ -262,30 +261,15 @@ RELEASE_READERS = {
 }
 
 
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """`write(temporary_path)` beside `path`, then rename it to `path`."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    handle, partial = tempfile.mkstemp(suffix=".partial" + os.path.splitext(path)[1], dir=directory)
-    os.close(handle)
-    try:
-        write(partial)
-        os.replace(partial, path)
-    except BaseException:
-        os.unlink(partial)
-        raise
-
-
 def _write_png(array: np.ndarray, path: str) -> None:
-    _write_atomically(path, Image.fromarray(array).save)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(array).save(f, format="PNG")
 
 
 def _write_json(content: dict, path: str) -> None:
-    def dump(partial: str) -> None:
-        with open(partial, "w") as f:
-            json.dump(content, f)
-
-    _write_atomically(path, dump)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_json_dump(content, path)
 
 
 def _convert_image(job: tuple[str, str, str, ImageSource]) -> tuple[dict, list[dict]]:

@@ -42,6 +42,7 @@ from d2seg.data.panoptic_utils import (
     standard_panoptic_metadata,
     thing_metadata,
 )
+from d2seg.utils.file_io import atomic_imwrite, atomic_json_dump
 
 GENERATOR_VERSION = 1
 """Bump when the generated content changes; stale copies on disk are regenerated."""
@@ -266,7 +267,7 @@ def _write_split(root: str, split: str, spec: SyntheticSplit) -> None:
         image, layout, objects = render_scene(rng)
         height, width = layout.shape
         stem = f"{split}_{image_id:06d}"
-        cv2.imwrite(
+        atomic_imwrite(
             os.path.join(root, split, stem + ".jpg"),
             image[:, :, ::-1],
             [cv2.IMWRITE_JPEG_QUALITY, 95],
@@ -279,11 +280,11 @@ def _write_split(root: str, split: str, spec: SyntheticSplit) -> None:
             annotation.update(id=len(annotations) + 1, image_id=image_id)
             annotations.append(annotation)
         segment_ids, segments_info = _panoptic_segments(layout, objects)
-        cv2.imwrite(
+        atomic_imwrite(
             os.path.join(root, f"panoptic_{split}", stem + ".png"), id2rgb(segment_ids)[:, :, ::-1]
         )
         semantic = panoptic_to_stuff_semantic(segment_ids, segments_info, SYNTHETIC_CATEGORIES)
-        cv2.imwrite(os.path.join(root, f"panoptic_stuff_{split}", stem + ".png"), semantic)
+        atomic_imwrite(os.path.join(root, f"panoptic_stuff_{split}", stem + ".png"), semantic)
         panoptic_annotations.append(
             {"image_id": image_id, "file_name": stem + ".png", "segments_info": segments_info}
         )
@@ -302,8 +303,7 @@ def _write_split(root: str, split: str, spec: SyntheticSplit) -> None:
 
 def _dump_json(path: str, content: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(content, f)
+    atomic_json_dump(content, path)
 
 
 def _manifest() -> dict:

@@ -36,6 +36,7 @@ from d2seg.data.datasets.synthetic import (
     _stuff_layout,
     _texture,
 )
+from d2seg.utils.file_io import atomic_imwrite, atomic_open
 
 GENERATOR_VERSION = 1
 """Bump when the generated content changes; stale copies on disk are regenerated."""
@@ -187,7 +188,7 @@ def write_cihp_layout(root: str, split: str, spec: SyntheticSplit) -> None:
     stems = [f"{index:07d}" for index in range(1, spec.num_images + 1)]
     for stem in stems:
         image, categories, humans, instances = render_parsing_scene(rng)
-        cv2.imwrite(
+        atomic_imwrite(
             os.path.join(folder, "Images", stem + ".jpg"),
             image[:, :, ::-1],
             [cv2.IMWRITE_JPEG_QUALITY, 95],
@@ -197,8 +198,8 @@ def write_cihp_layout(root: str, split: str, spec: SyntheticSplit) -> None:
             ("Human_ids", humans),
             ("Instance_ids", instances),
         ):
-            cv2.imwrite(os.path.join(folder, sub, stem + ".png"), labels)
-    with open(os.path.join(folder, f"{split}_id.txt"), "w") as f:
+            atomic_imwrite(os.path.join(folder, sub, stem + ".png"), labels)
+    with atomic_open(os.path.join(folder, f"{split}_id.txt"), "w") as f:
         f.write("".join(stem + "\n" for stem in stems))
 
 

@@ -28,6 +28,7 @@ from d2seg.data.datasets.synthetic import (
     ensure_synthetic_dataset,
 )
 from d2seg.data.panoptic_utils import VOID_LABEL
+from d2seg.utils.file_io import atomic_imwrite
 
 GENERATOR_VERSION = 1
 """Bump when the derived labels change; stale copies on disk are regenerated."""
@@ -68,7 +69,8 @@ def _writer(synthetic_root: str):
                 path = os.path.join(synthetic_root, f"panoptic_{split}", annotation["file_name"])
                 segment_ids = rgb2id(cv2.imread(path, cv2.IMREAD_COLOR)[:, :, ::-1])
                 labels = panoptic_to_semantic(segment_ids, annotation["segments_info"])
-                cv2.imwrite(os.path.join(root, f"sem_seg_{split}", annotation["file_name"]), labels)
+                target = os.path.join(root, f"sem_seg_{split}", annotation["file_name"])
+                atomic_imwrite(target, labels)
 
     return write
 

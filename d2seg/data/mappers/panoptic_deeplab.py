@@ -13,6 +13,7 @@ from panopticapi.utils import rgb2id
 
 from d2seg.data.mappers import register_mapper
 from d2seg.data.mappers.base import files_named_on_error
+from d2seg.data.panoptic_utils import check_panoptic_segments
 
 
 def build_target_generator(cfg: CfgNode, dataset_name: str) -> PanopticDeepLabTargetGenerator:
@@ -82,6 +83,11 @@ class PanopticDeepLabDatasetMapper:
                 # kept as uint8 RGB through the augmentations (nearest-neighbour resizing works
                 # on uint8 images, not on int64 id maps); ids are decoded afterwards
                 panoptic = utils.read_image(dataset_dict["pan_seg_file_name"], "RGB")
+                check_panoptic_segments(
+                    rgb2id(panoptic),
+                    dataset_dict["segments_info"],
+                    dataset_dict["pan_seg_file_name"],
+                )
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image, sem_seg=panoptic)
         self.augmentations(aug_input)

@@ -152,8 +152,8 @@ def parsing_iou(
     """
     check_part_ids(gt_labels, num_classes, ignore_value)
     num_rois = len(pred_labels)
-    pred = pred_labels.reshape(num_rois, -1).long()
-    gt = gt_labels.reshape(num_rois, -1).long()
+    pred = pred_labels.flatten(1).long()  # flatten, not reshape(R, -1): R may be 0
+    gt = gt_labels.flatten(1).long()
     valid = gt != ignore_value
     roi = torch.arange(num_rois, device=pred.device)[:, None].expand_as(pred)
     flat = (roi * num_classes + pred) * num_classes + gt

@@ -13,6 +13,7 @@ from d2seg.modeling.sem_seg.da_head import DAHead  # registration only
 from d2seg.modeling.sem_seg.dense_aspp_head import DenseASPPHead  # registration only
 from d2seg.modeling.sem_seg.fcn_head import FCNHead  # registration only
 from d2seg.modeling.sem_seg.isa_head import ISAHead  # registration only
+from d2seg.modeling.sem_seg.lraspp_head import LRASPPHead  # registration only
 from d2seg.modeling.sem_seg.ocr_head import OCRHead  # registration only
 from d2seg.modeling.sem_seg.panoptic_deeplab_instance_head import (  # registration only
     D2SegPanopticDeepLabInsEmbedHead,
@@ -36,6 +37,7 @@ __all__ = [
     "DepthwiseSeparableASPPHead",
     "FCNHead",
     "ISAHead",
+    "LRASPPHead",
     "OCRHead",
     "PSAHead",
     "PSPHead",

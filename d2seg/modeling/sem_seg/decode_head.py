@@ -116,8 +116,9 @@ def sem_seg_loss(
 
 
 class FCNConvs(nn.Module):
-    """MMSegmentation's `FCNHead` body: `num_convs` 3x3 convs to `channels`, then, with
-    `concat_input`, a 3x3 conv over [input, conv output]."""
+    """MMSegmentation's `FCNHead` body: `num_convs` k x k convs to `channels` (k =
+    `kernel_size`, 3 there by default), then, with `concat_input`, a k x k conv over [input,
+    conv output]."""
 
     def __init__(
         self,
@@ -127,18 +128,23 @@ class FCNConvs(nn.Module):
         concat_input: bool,
         norm: str,
         dilation: int = 1,
+        kernel_size: int = 3,
     ):
         super().__init__()
         if num_convs < 1:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.FCN_NUM_CONVS must be >= 1, not {num_convs}")
         self.convs = nn.Sequential(
             *[
-                conv_norm_relu(in_channels if i == 0 else channels, channels, 3, norm, dilation)
+                conv_norm_relu(
+                    in_channels if i == 0 else channels, channels, kernel_size, norm, dilation
+                )
                 for i in range(num_convs)
             ]
         )
         self.conv_cat = (
-            conv_norm_relu(in_channels + channels, channels, 3, norm) if concat_input else None
+            conv_norm_relu(in_channels + channels, channels, kernel_size, norm)
+            if concat_input
+            else None
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -176,7 +182,8 @@ class DecodeHead(nn.Module):
         loss_weight: weight of the main cross-entropy.
         dropout: Dropout2d rate before the classifier.
         align_corners: of every bilinear resize.
-        aux_feature / aux_channels / aux_loss_weight: the auxiliary FCN head (None: none).
+        aux_feature / aux_channels / aux_loss_weight / aux_kernel_size: the auxiliary FCN head
+            (None: none).
         class_weights: cross-entropy weight per class (None: all 1).
         ohem_thresh / ohem_min_kept: pixel OHEM (min_kept None: off; thresh None: by loss).
         avg_non_ignore: average the loss over labelled pixels only.
@@ -200,6 +207,7 @@ class DecodeHead(nn.Module):
         aux_channels: int = 256,
         aux_loss_weight: float = 0.4,
         aux_in_channels: int | None = None,
+        aux_kernel_size: int = 3,
         class_weights: list[float] | None = None,
         ohem_thresh: float | None = None,
         ohem_min_kept: int | None = None,
@@ -236,7 +244,7 @@ class DecodeHead(nn.Module):
         self.aux_loss_weight = aux_loss_weight
         if aux_feature is not None:
             self.aux_head = nn.Sequential(
-                FCNConvs(aux_in_channels, aux_channels, 1, False, norm),
+                FCNConvs(aux_in_channels, aux_channels, 1, False, norm, 1, aux_kernel_size),
                 Classifier(aux_channels, num_classes, dropout),
             )
 
@@ -264,6 +272,7 @@ class DecodeHead(nn.Module):
             "aux_feature": sem.AUX_IN_FEATURE or None,
             "aux_channels": sem.AUX_CHANNELS,
             "aux_loss_weight": sem.AUX_LOSS_WEIGHT,
+            "aux_kernel_size": sem.AUX_KERNEL_SIZE,
             "aux_in_channels": input_shape[sem.AUX_IN_FEATURE].channels
             if sem.AUX_IN_FEATURE
             else None,

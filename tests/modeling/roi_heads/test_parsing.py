@@ -423,7 +423,7 @@ def test_training_rois_are_foreground_from_iou_one_half_at_most_16():
 def test_draw_parsing_paints_parts_in_the_palette_most_confident_on_top():
     from detectron2.data import Metadata
 
-    from d2seg.utils.visualizer import draw_predictions
+    from d2seg.utils.visualizer import draw_parsing
 
     palette = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
     metadata = Metadata(
@@ -439,14 +439,14 @@ def test_draw_parsing_paints_parts_in_the_palette_most_confident_on_top():
         scores=torch.tensor([0.9, 0.6, 0.3]),
     )
     image = np.full((40, 60, 3), 100, dtype=np.uint8)
-    drawn = draw_predictions(image, {"instances": instances}, metadata, score_threshold=0.5)
+    drawn = draw_parsing(image, instances, metadata, score_threshold=0.5)
     assert drawn.shape == (40, 60, 3)
     blend = lambda color: np.round(0.4 * 100 + 0.6 * np.array(color))  # noqa: E731
     np.testing.assert_array_equal(drawn[20, 22], blend(palette[1]))  # overlap: score 0.9 wins
     np.testing.assert_array_equal(drawn[20, 35], blend(palette[2]))
     np.testing.assert_array_equal(drawn[20, 50], [100, 100, 100])  # below the threshold
     with pytest.raises(KeyError, match="parsing_colors"):
-        draw_predictions(image, {"instances": instances}, Metadata(name="_test_no_palette"))
+        draw_parsing(image, instances, Metadata(name="_test_no_palette"))
 
 
 def test_paper_defaults_reach_the_model():

@@ -1,0 +1,1 @@
+"""Issue 10: kill and resume, distributed runs, bad input, numerical faults, atomic outputs."""
