@@ -61,9 +61,10 @@ FLOAT32_EXACT = 1 << 24
 _TP, _FP, _FN, _IOU = range(4)  # rows of the per-image statistics
 
 
-def decode_panoptic_png(path: str) -> np.ndarray:
-    """The (H, W) uint32 segment ids of a COCO-format panoptic PNG (panopticapi's ``rgb2id``;
-    an alpha channel is ignored, as there)."""
+def decode_panoptic_png(path: str, scratch: ScratchArrays | None = None) -> np.ndarray:
+    """The (H, W) segment ids of a COCO-format panoptic PNG (panopticapi's ``rgb2id``; an alpha
+    channel is ignored, as there): uint32, or intp in ``scratch`` (reused; valid until the
+    next call with it)."""
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # the PNG's own channels: no conversion
     if image is None:
         raise FileNotFoundError(f"cannot read the panoptic PNG {path!r}")
@@ -72,9 +73,31 @@ def decode_panoptic_png(path: str) -> np.ndarray:
             f"{path!r} is not an 8-bit RGB(A) panoptic PNG: {image.dtype} {image.shape}"
         )
     code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
-    ids = cv2.cvtColor(image, code).view("<u4")[..., 0]  # bytes R, G, B, A: one little-endian word
-    ids &= ID_LIMIT - 1
-    return ids
+    if scratch is None:
+        ids = cv2.cvtColor(image, code).view("<u4")[..., 0]  # bytes R, G, B, A: one LE word
+        ids &= ID_LIMIT - 1
+        return ids
+    rgba = cv2.cvtColor(image, code, dst=scratch.get("rgba", (*image.shape[:2], 4), np.uint8))
+    ids = scratch.get("gt_ids", image.shape[:2], np.intp)
+    return np.bitwise_and(rgba.view("<u4")[..., 0], ID_LIMIT - 1, out=ids)
+
+
+class ScratchArrays:
+    """Work arrays reused from image to image, grown to the largest image seen. In a
+    per-image loop, fresh multi-megabyte arrays are mapped from the OS and fault in page by
+    page; measured on this project's 2-core VM that cost 9 ms per 640 x 480 image, 4x the
+    arithmetic (``benchmarks/eval_speed.py``)."""
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised `shape` array named `name`: the previous one's memory if it fits."""
+        size = int(np.prod(shape))
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size or flat.dtype != dtype:
+            flat = self._flat[name] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
 
 
 def encode_panoptic_png(ids: np.ndarray) -> bytes:
@@ -90,33 +113,61 @@ class SegmentIndexer:
     """Maps segment ids to small consecutive indices with one 2^24-entry uint16 lookup table
     (32 MB, written once on first use and cleared after each call): one gather per map instead
     of a sort. Index 0 is any id not listed, 1 is VOID (id 0), ``2 + i`` is ``listed[i]``; all
-    multiplied by ``step`` (which must keep them below 2^16)."""
+    multiplied by ``step`` (which must keep them below 2^16). Ids must lie in [0, 2^24).
+
+    With ``slot``, the result is a :class:`ScratchArrays` array of that name, valid until the
+    next call with the same slot."""
 
     def __init__(self) -> None:
         self._table: np.ndarray | None = None
+        self.scratch = ScratchArrays()
 
-    def __call__(self, ids: np.ndarray, listed: np.ndarray, step: int = 1) -> np.ndarray:
+    def __call__(
+        self,
+        ids: np.ndarray,
+        listed: np.ndarray,
+        step: int = 1,
+        slot: str | None = None,
+        largest: int | None = None,
+    ) -> np.ndarray:
         if self._table is None:
-            self._table = np.full(ID_LIMIT, 0, np.uint16)  # written now: no page faults later
+            # calloc'd: only the pages of ids actually seen are ever mapped (a few per image)
+            self._table = np.zeros(ID_LIMIT, np.uint16)
         if (len(listed) + 1) * step > np.iinfo(np.uint16).max:
             raise ValueError(f"{len(listed)} segments in one image: at most 65533 are supported")
         self._table[0] = step
         self._table[listed] = np.arange(2, len(listed) + 2) * step
         try:
-            return np.take(self._table, ids)
+            if slot is None:
+                return np.take(self._table, ids)
+            if largest is None:
+                largest = int(ids.max()) if ids.size else 0
+            if ids.size > 0 and largest < 256:  # e.g. Detectron2's 1..N ids
+                small = self.scratch.get("ids_uint8", ids.shape, np.uint8)
+                np.copyto(small, ids, casting="unsafe")
+                out = self.scratch.get(slot, ids.shape, np.uint16)
+                return cv2.LUT(small, self._table[:256], dst=out)  # 8-bit lookup: no gather
+            if ids.dtype != np.intp:  # np.take would cast into a fresh array
+                converted = self.scratch.get("ids", ids.shape, np.intp)
+                np.copyto(converted, ids)
+                ids = converted
+            out = self.scratch.get(slot, ids.shape, np.uint16)
+            return np.take(self._table, ids, out=out, mode="clip")  # "raise" would buffer
         finally:
             self._table[listed] = 0
             self._table[0] = 0
 
 
-def _pair_counts(gt_ids, gt_keys, pred_ids, pred_keys, indexer: SegmentIndexer) -> np.ndarray:
+def _pair_counts(
+    gt_ids, gt_keys, pred_ids, pred_keys, indexer: SegmentIndexer, pred_largest: int
+) -> np.ndarray:
     """(G + 2, P + 2) pixel counts of every (ground-truth index, predicted index) pair (indices
-    as :class:`SegmentIndexer` numbers them), from one ``bincount`` over combined indices."""
+    as :class:`SegmentIndexer` numbers them), from one histogram over combined indices."""
     shape = (len(gt_keys) + 2, len(pred_keys) + 2)
     bins = shape[0] * shape[1]
     if bins <= 1 << 16:  # the usual case: combined in uint16, 4x less traffic
-        pairs = indexer(gt_ids, gt_keys, step=shape[1])
-        pairs += indexer(pred_ids, pred_keys)
+        pairs = indexer(gt_ids, gt_keys, step=shape[1], slot="gt_index")
+        pairs += indexer(pred_ids, pred_keys, slot="pred_index", largest=pred_largest)
         if 0 < pairs.size < FLOAT32_EXACT and pairs.ndim == 2:
             # OpenCV's uint16 histogram is ~4x faster than np.bincount, which first casts every
             # index to intp; unit-width bins from 0 put integer v in bin v, and float32 counts
@@ -159,10 +210,10 @@ def image_pq_stats(
     """
     if gt_ids.shape != pred_ids.shape:
         raise ValueError(f"{where}: prediction is {pred_ids.shape}, ground truth {gt_ids.shape}")
-    if pred_ids.size and (pred_ids.min() < 0 or pred_ids.max() >= ID_LIMIT):
+    smallest, largest = (int(pred_ids.min()), int(pred_ids.max())) if pred_ids.size else (0, 0)
+    if smallest < 0 or largest >= ID_LIMIT:
         raise ValueError(
-            f"{where}: predicted segment ids must lie in [0, 2^24), got "
-            f"[{pred_ids.min()}, {pred_ids.max()}]"
+            f"{where}: predicted segment ids must lie in [0, 2^24), got [{smallest}, {largest}]"
         )
     gt_keys = _segment_ids(gt_segments, f"{where} (ground truth)")
     pred_keys = _segment_ids(pred_segments, f"{where} (prediction)")
@@ -177,7 +228,7 @@ def image_pq_stats(
     except KeyError as error:
         raise KeyError(f"{where}: a ground-truth segment has no {error}") from None
 
-    counts = _pair_counts(gt_ids, gt_keys, pred_ids, pred_keys, indexer)
+    counts = _pair_counts(gt_ids, gt_keys, pred_ids, pred_keys, indexer, largest)
     if counts[:, 0].any():
         unlisted = np.setdiff1d(np.unique(pred_ids), np.append(pred_keys, 0))
         raise KeyError(
@@ -325,7 +376,7 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
                 raise KeyError(f"image_id {image_id!r} is not in {ground_truth['json']}")
             gt_path = os.path.join(self._metadata.panoptic_root, annotation["file_name"])
             stats = image_pq_stats(
-                decode_panoptic_png(PathManager.get_local_path(gt_path)),
+                decode_panoptic_png(PathManager.get_local_path(gt_path), self._indexer.scratch),
                 annotation["segments_info"],
                 pred_ids,
                 segments,
