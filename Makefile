@@ -43,6 +43,7 @@ quickstart: setup
 	@$(PYTHON) -c 'import json, sys; r = [m for m in map(json.loads, open(sys.argv[1])) if "segm/AP" in m][-1]; \
 	  print("quickstart reached box AP %.1f, mask AP %.1f on d2seg_synthetic_instance_val" % (r["bbox/AP"], r["segm/AP"]))' \
 	  $(QUICKSTART_OUTPUT)/metrics.json
+	@echo "report:   $(QUICKSTART_OUTPUT)/inference/d2seg_synthetic_instance_val/report.html"
 	@echo "overlays: $(QUICKSTART_OUTPUT)/overlays/"
 
 test: setup
