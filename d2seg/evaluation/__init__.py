@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 
 from d2seg.evaluation.cityscapes_evaluation import (
     CityscapesInstanceEvaluator,
@@ -22,6 +22,7 @@ from d2seg.evaluation.coco_evaluation import MaskScoringCOCOEvaluator, PanopticT
 from d2seg.evaluation.panoptic_evaluation import FastCOCOPanopticEvaluator
 from d2seg.evaluation.parsing_evaluation import ParsingEvaluator, build_parsing_evaluators
 from d2seg.evaluation.report import ReportEvaluator
+from d2seg.evaluation.sem_seg_evaluation import D2SegSemSegEvaluator
 
 EvaluatorFactory = Callable[[CfgNode, str, str], list[DatasetEvaluator]]
 EVALUATOR_FACTORIES: dict[str, EvaluatorFactory] = {}
@@ -70,7 +71,7 @@ def _coco(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEv
 
 @register_evaluator("sem_seg")
 def _sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
-    return [SemSegEvaluator(dataset_name, output_dir=output_folder)]
+    return [D2SegSemSegEvaluator(dataset_name, output_dir=output_folder)]
 
 
 def _panoptic_quality(cfg: CfgNode, dataset_name: str, output_folder: str):
@@ -93,7 +94,7 @@ def _coco_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[
             )
         )
     if metadata.get("sem_seg_root"):
-        evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
+        evaluators.append(D2SegSemSegEvaluator(dataset_name, output_dir=output_folder))
     return evaluators
 
 
@@ -122,6 +123,7 @@ register_evaluator("parsing")(build_parsing_evaluators)  # mIoU, AP^p, PCP + per
 
 
 __all__ = [
+    "D2SegSemSegEvaluator",
     "EVALUATOR_FACTORIES",
     "CityscapesInstanceEvaluator",
     "CityscapesSemSegEvaluator",

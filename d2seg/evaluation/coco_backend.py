@@ -31,6 +31,8 @@ import numpy as np
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 
+from d2seg.utils.file_io import staged_output_dir
+
 logger = logging.getLogger(__name__)
 
 EVAL_BACKENDS = ("auto", "hotcoco", "pycocotools")
@@ -151,6 +153,12 @@ class FastCOCOEvaluator(COCOEvaluator):
     def reset(self) -> None:
         super().reset()
         self.precisions = {}
+
+    def evaluate(self, img_ids=None):
+        """Detectron2's, with its result files (``instances_predictions.pth``,
+        ``coco_instances_results.json``) written atomically."""
+        with staged_output_dir(self):
+            return super().evaluate(img_ids)
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         if coco_eval is not None:

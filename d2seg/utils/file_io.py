@@ -58,3 +58,29 @@ def atomic_json_dump(content: object, path: str | os.PathLike, **kwargs) -> None
     """`json.dump(content, open(path, "w"), **kwargs)` through :func:`atomic_open`."""
     with atomic_open(path, "w") as f:
         json.dump(content, f, **kwargs)
+
+
+@contextlib.contextmanager
+def staged_output_dir(evaluator: object) -> Iterator[None]:
+    """Run a block with ``evaluator._output_dir`` (Detectron2's evaluators write their result
+    files there in place) pointed at a hidden staging folder inside it, then move each file
+    written there over its final name with ``os.replace``. A run killed in the block leaves
+    the previous complete files (and a hidden ``.staging-*`` folder), never truncated ones."""
+    final = getattr(evaluator, "_output_dir", None)
+    if not final:
+        yield
+        return
+    os.makedirs(final, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=final)
+    evaluator._output_dir = staging
+    try:
+        yield
+        for name in sorted(os.listdir(staging)):
+            os.replace(os.path.join(staging, name), os.path.join(final, name))
+    finally:
+        evaluator._output_dir = final
+        for name in os.listdir(staging):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(staging, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(staging)

@@ -2,13 +2,13 @@
 
 import pytest
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import SemSegEvaluator
 
 from d2seg.config import load_config
 from d2seg.evaluation import (
     EVALUATOR_FACTORIES,
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
+    D2SegSemSegEvaluator,
     FastCOCOPanopticEvaluator,
     MaskScoringCOCOEvaluator,
     PanopticThingsCOCOEvaluator,
@@ -44,7 +44,7 @@ def test_synthetic_splits(cfg, synthetic_root, tmp_path):
     ]
     assert _types(
         build_evaluator(cfg, "d2seg_synthetic_panoptic_val_separated", str(tmp_path))
-    ) == [FastCOCOPanopticEvaluator, PanopticThingsCOCOEvaluator, SemSegEvaluator]
+    ) == [FastCOCOPanopticEvaluator, PanopticThingsCOCOEvaluator, D2SegSemSegEvaluator]
 
 
 def test_cityscapes_splits(cfg, tmp_path):

@@ -5,13 +5,14 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import d2seg.engine.checkpoint
 from d2seg.engine import D2SegCheckpointer
-from d2seg.utils.file_io import atomic_imwrite, atomic_json_dump, atomic_open
+from d2seg.utils.file_io import atomic_imwrite, atomic_json_dump, atomic_open, staged_output_dir
 from tests.helpers.scripts import REPO_ROOT
 
 
@@ -83,3 +84,54 @@ def test_failed_checkpoint_save_keeps_the_last_good_checkpoint(tmp_path, monkeyp
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
     assert D2SegCheckpointer(model, str(tmp_path)).resume_or_load("")["iteration"] == 1
+
+
+class _HalfWritingEvaluator:
+    """Writes its result files into `_output_dir` in place, as Detectron2's evaluators do, and
+    can fail after the first one."""
+
+    def __init__(self, output_dir, fail):
+        self._output_dir, self._fail = str(output_dir), fail
+
+    def evaluate(self):
+        with staged_output_dir(self):
+            folder = Path(self._output_dir)
+            (folder / "a.json").write_text("new a")
+            if self._fail:
+                raise RuntimeError("killed after writing a.json")
+            (folder / "b.json").write_text("new b")
+
+
+def test_staged_evaluator_outputs_are_replaced_whole_or_not_at_all(tmp_path):
+    """Detectron2's COCO and semantic evaluators write in place; d2seg's subclasses stage the
+    files and move each one over its final name only when the evaluation finished."""
+    (tmp_path / "a.json").write_text("previous a")
+    with pytest.raises(RuntimeError, match="killed"):
+        _HalfWritingEvaluator(tmp_path, fail=True).evaluate()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert (tmp_path / "a.json").read_text() == "previous a"
+    evaluator = _HalfWritingEvaluator(tmp_path, fail=False)
+    evaluator.evaluate()
+    assert (tmp_path / "a.json").read_text() == "new a" and (tmp_path / "b.json").is_file()
+    assert evaluator._output_dir == str(tmp_path) and len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("name", ["FastCOCOEvaluator", "D2SegSemSegEvaluator"])
+def test_detectron2_based_evaluators_stage_their_files(name, monkeypatch, tmp_path):
+    """Their `evaluate` runs Detectron2's with `_output_dir` pointing at the staging folder."""
+    import d2seg.evaluation as evaluation
+
+    cls = getattr(evaluation, name)
+    seen = []
+
+    def fake_evaluate(self, *args):
+        seen.append(self._output_dir)
+        (Path(self._output_dir) / "results.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(cls.__mro__[1], "evaluate", fake_evaluate)  # Detectron2's class
+    evaluator = object.__new__(cls)
+    evaluator._output_dir = str(tmp_path)
+    evaluator.evaluate()
+    assert seen[0] != str(tmp_path) and seen[0].startswith(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
