@@ -706,6 +706,10 @@ def _distributed_worker(output_path: str) -> None:
     if comm.is_main_process():
         with open(output_path, "wb") as f:
             pickle.dump(results, f)
+    # shut gloo down before the interpreter does: its threads, left to exit-time destructors,
+    # once aborted a worker ("terminate called without an active exception") after the results
+    comm.synchronize()
+    torch.distributed.destroy_process_group()
 
 
 def test_two_processes_give_the_numbers_of_one(synthetic_root, tmp_path):
