@@ -261,9 +261,11 @@ def ap_and_pcp(
     # image is matched on its own, in the order its detections take in the global ranking.
     starts = np.cumsum([0] + [len(s.scores) for s in stats])
     image_of = np.searchsorted(starts, order, side="right") - 1
+    by_image = order[np.argsort(image_of, kind="stable")]  # ranked detections, image by image
+    ranked = np.split(by_image, np.cumsum(np.bincount(image_of, minlength=len(stats)))[:-1])
     matched, correct_ratio = [], []
     for i, image in enumerate(stats):
-        image_matched = match_image(image, order[image_of == i] - starts[i], matching)
+        image_matched = match_image(image, ranked[i] - starts[i], matching)
         ratio = np.zeros(image_matched.shape)
         if image.num_persons:
             person = np.maximum(image_matched, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO
@@ -79,8 +80,4 @@ def staged_output_dir(evaluator: object) -> Iterator[None]:
             os.replace(os.path.join(staging, name), os.path.join(final, name))
     finally:
         evaluator._output_dir = final
-        for name in os.listdir(staging):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(staging, name))
-        with contextlib.suppress(OSError):
-            os.rmdir(staging)
+        shutil.rmtree(staging, ignore_errors=True)
