@@ -4,15 +4,17 @@ the predicted maps in memory, with panopticapi's exact matching rules.
 :class:`FastCOCOPanopticEvaluator` is a drop-in for Detectron2's ``COCOPanopticEvaluator``
 (same constructor, same result keys). Instead of encoding every prediction as a PNG and running
 panopticapi's ``pq_compute`` on the files after inference, each process scores every image as
-it arrives in ``process()``: it decodes the ground-truth PNG once and counts all (ground truth,
-prediction) pixel pairs with one ``np.bincount`` over combined segment indices. The main process
-gathers the per-image counts, sums them and writes the prediction PNGs + json only when an
-``output_dir`` is given (they are what a COCO / Cityscapes submission needs).
+it arrives in ``process()``: it reads the ground-truth PNG once (on a worker thread, while the
+previous image is scored) and counts all (ground truth, prediction) pixel pairs in one pass
+(:mod:`d2seg.evaluation.panoptic_counting`). The main process gathers the per-image counts,
+sums them and writes the prediction PNGs + json only when an ``output_dir`` is given (they are
+what a COCO / Cityscapes submission needs).
 
 hotcoco's ``PanopticEval`` (same TP / FP / FN) reads predictions from PNG files or from
 per-segment RLE masks, so using it here would mean encoding every map or every segment first;
-measured on 500 images, the NumPy path takes less time than writing the PNGs alone and 6x less
-than hotcoco's RLE path (``benchmarks/eval_speed.py``, ``benchmarks/README.md``).
+measured on 500 images, counting in memory takes less time than writing the PNGs alone and
+several times less than hotcoco's RLE path (``benchmarks/eval_speed.py``,
+``benchmarks/README.md``).
 
 Matching rules, as panopticapi's ``pq_compute_single_core`` applies them (the tests check every
 one against it):
@@ -41,8 +43,10 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
-import cv2
 import numpy as np
 from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.utils import comm
@@ -50,135 +54,26 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_every_n_seconds
 from tabulate import tabulate
 
+from d2seg.evaluation.panoptic_counting import (
+    ID_LIMIT,
+    PairCounter,
+    encode_panoptic_png,
+    make_pair_counter,
+)
 from d2seg.utils.file_io import atomic_json_dump
 
 logger = logging.getLogger(__name__)
 
-ID_LIMIT = 1 << 24
-"""Segment ids are 24-bit: the COCO panoptic PNG stores id = R + 256 G + 256^2 B."""
-FLOAT32_EXACT = 1 << 24
-"""Pixel counts below this are exact in float32 (OpenCV's histogram counts in float32)."""
 _TP, _FP, _FN, _IOU = range(4)  # rows of the per-image statistics
 
 
-def decode_panoptic_png(path: str, scratch: ScratchArrays | None = None) -> np.ndarray:
-    """The (H, W) segment ids of a COCO-format panoptic PNG (panopticapi's ``rgb2id``; an alpha
-    channel is ignored, as there): uint32, or intp in ``scratch`` (reused; valid until the
-    next call with it)."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # the PNG's own channels: no conversion
-    if image is None:
-        raise FileNotFoundError(f"cannot read the panoptic PNG {path!r}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(
-            f"{path!r} is not an 8-bit RGB(A) panoptic PNG: {image.dtype} {image.shape}"
-        )
-    code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
-    if scratch is None:
-        ids = cv2.cvtColor(image, code).view("<u4")[..., 0]  # bytes R, G, B, A: one LE word
-        ids &= ID_LIMIT - 1
-        return ids
-    rgba = cv2.cvtColor(image, code, dst=scratch.get("rgba", (*image.shape[:2], 4), np.uint8))
-    ids = scratch.get("gt_ids", image.shape[:2], np.intp)
-    return np.bitwise_and(rgba.view("<u4")[..., 0], ID_LIMIT - 1, out=ids)
+class PreparedPrediction(NamedTuple):
+    """A predicted map checked by :func:`prepare_prediction`: what scoring needs."""
 
-
-class ScratchArrays:
-    """Work arrays reused from image to image, grown to the largest image seen. In a
-    per-image loop, fresh multi-megabyte arrays are mapped from the OS and fault in page by
-    page; measured on this project's 2-core VM that cost 9 ms per 640 x 480 image, 4x the
-    arithmetic (``benchmarks/eval_speed.py``)."""
-
-    def __init__(self) -> None:
-        self._flat: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """An uninitialised `shape` array named `name`: the previous one's memory if it fits."""
-        size = int(np.prod(shape))
-        flat = self._flat.get(name)
-        if flat is None or flat.size < size or flat.dtype != dtype:
-            flat = self._flat[name] = np.empty(size, dtype)
-        return flat[:size].reshape(shape)
-
-
-def encode_panoptic_png(ids: np.ndarray) -> bytes:
-    """PNG bytes of a segment-id map (panopticapi's ``id2rgb``; ids must lie in [0, 2^24))."""
-    words = np.ascontiguousarray(ids, dtype="<u4").view(np.uint8).reshape(*ids.shape, 4)
-    ok, png = cv2.imencode(".png", words[..., 2::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {ids.shape} panoptic map as PNG")
-    return png.tobytes()
-
-
-class SegmentIndexer:
-    """Maps segment ids to small consecutive indices with one 2^24-entry uint16 lookup table
-    (32 MB, written once on first use and cleared after each call): one gather per map instead
-    of a sort. Index 0 is any id not listed, 1 is VOID (id 0), ``2 + i`` is ``listed[i]``; all
-    multiplied by ``step`` (which must keep them below 2^16). Ids must lie in [0, 2^24).
-
-    With ``slot``, the result is a :class:`ScratchArrays` array of that name, valid until the
-    next call with the same slot."""
-
-    def __init__(self) -> None:
-        self._table: np.ndarray | None = None
-        self.scratch = ScratchArrays()
-
-    def __call__(
-        self,
-        ids: np.ndarray,
-        listed: np.ndarray,
-        step: int = 1,
-        slot: str | None = None,
-        largest: int | None = None,
-    ) -> np.ndarray:
-        if self._table is None:
-            # calloc'd: only the pages of ids actually seen are ever mapped (a few per image)
-            self._table = np.zeros(ID_LIMIT, np.uint16)
-        if (len(listed) + 1) * step > np.iinfo(np.uint16).max:
-            raise ValueError(f"{len(listed)} segments in one image: at most 65533 are supported")
-        self._table[0] = step
-        self._table[listed] = np.arange(2, len(listed) + 2) * step
-        try:
-            if slot is None:
-                return np.take(self._table, ids)
-            if largest is None:
-                largest = int(ids.max()) if ids.size else 0
-            if ids.size > 0 and largest < 256:  # e.g. Detectron2's 1..N ids
-                small = self.scratch.get("ids_uint8", ids.shape, np.uint8)
-                np.copyto(small, ids, casting="unsafe")
-                out = self.scratch.get(slot, ids.shape, np.uint16)
-                return cv2.LUT(small, self._table[:256], dst=out)  # 8-bit lookup: no gather
-            if ids.dtype != np.intp:  # np.take would cast into a fresh array
-                converted = self.scratch.get("ids", ids.shape, np.intp)
-                np.copyto(converted, ids)
-                ids = converted
-            out = self.scratch.get(slot, ids.shape, np.uint16)
-            return np.take(self._table, ids, out=out, mode="clip")  # "raise" would buffer
-        finally:
-            self._table[listed] = 0
-            self._table[0] = 0
-
-
-def _pair_counts(
-    gt_ids, gt_keys, pred_ids, pred_keys, indexer: SegmentIndexer, pred_largest: int
-) -> np.ndarray:
-    """(G + 2, P + 2) pixel counts of every (ground-truth index, predicted index) pair (indices
-    as :class:`SegmentIndexer` numbers them), from one histogram over combined indices."""
-    shape = (len(gt_keys) + 2, len(pred_keys) + 2)
-    bins = shape[0] * shape[1]
-    if bins <= 1 << 16:  # the usual case: combined in uint16, 4x less traffic
-        pairs = indexer(gt_ids, gt_keys, step=shape[1], slot="gt_index")
-        pairs += indexer(pred_ids, pred_keys, slot="pred_index", largest=pred_largest)
-        if 0 < pairs.size < FLOAT32_EXACT and pairs.ndim == 2:
-            # OpenCV's uint16 histogram is ~4x faster than np.bincount, which first casts every
-            # index to intp; unit-width bins from 0 put integer v in bin v, and float32 counts
-            # are exact below 2^24 pixels
-            counts = cv2.calcHist([pairs], [0], None, [bins], [0, bins])
-            return counts.astype(np.int64).reshape(shape)
-    else:
-        pairs = indexer(gt_ids, gt_keys).astype(np.intp)
-        pairs *= shape[1]
-        pairs += indexer(pred_ids, pred_keys)
-    return np.bincount(pairs.ravel(), minlength=bins).reshape(shape)
+    pixels: np.ndarray  # the map in the form its PairCounter counts (PairCounter.prepare)
+    shape: tuple[int, int]
+    keys: np.ndarray  # the listed segment ids, in segments_info order
+    categories: np.ndarray  # their category columns
 
 
 def _segment_ids(segments: Sequence[Mapping], where: str) -> np.ndarray:
@@ -191,13 +86,47 @@ def _segment_ids(segments: Sequence[Mapping], where: str) -> np.ndarray:
     return ids
 
 
+def _category_columns(
+    segments: Sequence[Mapping], category_index: Mapping[int, int], where: str
+) -> np.ndarray:
+    unknown = {s["category_id"] for s in segments} - set(category_index)
+    if unknown:
+        raise KeyError(f"{where}: category_id {sorted(unknown)} is not a dataset category")
+    return np.array([category_index[s["category_id"]] for s in segments], np.int64)
+
+
+def prepare_prediction(
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Mapping],
+    category_index: Mapping[int, int],
+    counter: PairCounter,
+    where: str = "image",
+    buffer: int = 0,
+) -> PreparedPrediction:
+    """Check a predicted (H, W) id map against its ``segments_info`` (``id``,
+    ``category_id``) and hand it to `counter` (its work arrays `buffer`). Raises what
+    panopticapi rejects on the prediction side (an id outside [0, 2^24), one listed twice, an
+    unknown category; with :class:`NumpyPairCounter` also an id in the map but not in
+    ``segments_info``, which the numba counter finds while counting), naming ``where``."""
+    smallest, largest = (int(pred_ids.min()), int(pred_ids.max())) if pred_ids.size else (0, 0)
+    if smallest < 0 or largest >= ID_LIMIT:
+        raise ValueError(
+            f"{where}: predicted segment ids must lie in [0, 2^24), got [{smallest}, {largest}]"
+        )
+    where = f"{where} (prediction)"
+    keys = _segment_ids(pred_segments, where)
+    categories = _category_columns(pred_segments, category_index, where)
+    pixels = counter.prepare(pred_ids, keys, largest, buffer, where)
+    return PreparedPrediction(pixels, pred_ids.shape, keys, categories)
+
+
 def image_pq_stats(
     gt_ids: np.ndarray,
     gt_segments: Sequence[Mapping],
     pred_ids: np.ndarray,
     pred_segments: Sequence[Mapping],
     category_index: Mapping[int, int],
-    indexer: SegmentIndexer,
+    counter: PairCounter,
     where: str = "image",
 ) -> np.ndarray:
     """(4, C) float64 statistics of one image: TP, FP and FN counts and summed TP IoU per column
@@ -210,35 +139,40 @@ def image_pq_stats(
     """
     if gt_ids.shape != pred_ids.shape:
         raise ValueError(f"{where}: prediction is {pred_ids.shape}, ground truth {gt_ids.shape}")
-    smallest, largest = (int(pred_ids.min()), int(pred_ids.max())) if pred_ids.size else (0, 0)
-    if smallest < 0 or largest >= ID_LIMIT:
+    prediction = prepare_prediction(pred_ids, pred_segments, category_index, counter, where)
+    return prepared_pq_stats(gt_ids, gt_segments, prediction, category_index, counter, where)
+
+
+def prepared_pq_stats(
+    ground_truth: np.ndarray,
+    gt_segments: Sequence[Mapping],
+    prediction: PreparedPrediction,
+    category_index: Mapping[int, int],
+    counter: PairCounter,
+    where: str = "image",
+) -> np.ndarray:
+    """:func:`image_pq_stats` of a :func:`prepare_prediction` result, the ground truth as an
+    id map or as `counter`'s ``read_ground_truth`` gave it."""
+    if ground_truth.shape[:2] != prediction.shape:
         raise ValueError(
-            f"{where}: predicted segment ids must lie in [0, 2^24), got [{smallest}, {largest}]"
+            f"{where}: prediction is {prediction.shape}, ground truth {ground_truth.shape[:2]}"
         )
     gt_keys = _segment_ids(gt_segments, f"{where} (ground truth)")
-    pred_keys = _segment_ids(pred_segments, f"{where} (prediction)")
-    unknown = {s["category_id"] for s in (*gt_segments, *pred_segments)} - set(category_index)
-    if unknown:
-        raise KeyError(f"{where}: category_id {sorted(unknown)} is not a dataset category")
-    gt_cat = np.array([category_index[s["category_id"]] for s in gt_segments], np.int64)
-    pred_cat = np.array([category_index[s["category_id"]] for s in pred_segments], np.int64)
+    gt_cat = _category_columns(gt_segments, category_index, f"{where} (ground truth)")
+    pred_cat = prediction.categories
     try:
         gt_crowd = np.array([s["iscrowd"] == 1 for s in gt_segments], bool)
         gt_area = np.array([s["area"] for s in gt_segments], np.float64)
     except KeyError as error:
         raise KeyError(f"{where}: a ground-truth segment has no {error}") from None
 
-    counts = _pair_counts(gt_ids, gt_keys, pred_ids, pred_keys, indexer, largest)
-    if counts[:, 0].any():
-        unlisted = np.setdiff1d(np.unique(pred_ids), np.append(pred_keys, 0))
-        raise KeyError(
-            f"{where}: predicted segment ids {unlisted.tolist()} are in the map but "
-            "not in segments_info"
-        )
+    counts = counter.count(
+        ground_truth, gt_keys, prediction.pixels, prediction.keys, f"{where} (prediction)"
+    )
     pred_area = counts[:, 2:].sum(axis=0)
     if not pred_area.all():
         raise KeyError(
-            f"{where}: predicted segment ids {pred_keys[pred_area == 0].tolist()} "
+            f"{where}: predicted segment ids {prediction.keys[pred_area == 0].tolist()} "
             "are in segments_info but not in the map"
         )
     pred_on_void = counts[1, 2:]
@@ -304,25 +238,46 @@ def pq_from_stats(stats: np.ndarray, categories: Sequence[Mapping]) -> dict:
     return results
 
 
+class _ReadImage(NamedTuple):
+    """An image whose ground truth was read in one ``process()`` call, scored in the next."""
+
+    entry: dict  # its item of ``_predictions``; scoring adds "stats"
+    segments_info: list  # the ground truth's
+    prediction: PreparedPrediction
+    ground_truth: np.ndarray  # as the counter read it, in its work arrays `buffer`
+    buffer: int
+    where: str
+
+
 class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
     """Detectron2's ``COCOPanopticEvaluator`` (same arguments, same ``panoptic_seg`` result
     keys PQ, SQ, RQ and their ``_th`` / ``_st`` variants), computed from the maps in memory.
 
-    Every process scores its images in ``process()`` against the ground truth named by the
-    dataset's ``panoptic_json`` / ``panoptic_root`` metadata; ``evaluate()`` gathers the
-    per-image counts on the main process, which logs the per-category table (kept with the
-    counts in :attr:`pq_results`, panopticapi's result shape) and, with ``output_dir``, writes
-    ``predictions.json`` and the PNGs in ``predictions/`` beside it, atomically.
+    Every process scores its images against the ground truth named by the dataset's
+    ``panoptic_json`` / ``panoptic_root`` metadata, in a pipeline over two threads: while a
+    worker thread reads a ``process()`` call's ground-truth PNG (OpenCV's decoder releases the
+    GIL), the calling thread scores the previous image and checks this one's prediction. An
+    image's statistics thus appear in ``_predictions`` one call later (``evaluate()`` scores
+    the last one). Each call waits for its own reading, so no work is left running between
+    calls. Pixels are counted by a :mod:`~d2seg.evaluation.panoptic_counting` counter:
+    ``counting`` "auto" takes numba's where installed, else NumPy's (same numbers).
+    ``evaluate()`` gathers the per-image counts on the main process, which logs the
+    per-category table (kept with the counts in :attr:`pq_results`, panopticapi's result shape)
+    and, with ``output_dir``, writes ``predictions.json`` and the PNGs in ``predictions/``
+    beside it, atomically.
     """
 
-    def __init__(self, dataset_name: str, output_dir: str | None = None):
+    def __init__(self, dataset_name: str, output_dir: str | None = None, *, counting: str = "auto"):
         super().__init__(dataset_name, output_dir)
         self._ground_truth: dict | None = None
-        self._indexer = SegmentIndexer()
+        self._counter = make_pair_counter(counting)
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="d2seg-panoptic-gt")
+        self._read: _ReadImage | None = None
         self.pq_results: dict | None = None
 
     def reset(self) -> None:
         self._predictions = []
+        self._read = None
 
     def _load_ground_truth(self) -> dict:
         if self._ground_truth is None:
@@ -366,35 +321,69 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
         ground_truth = self._load_ground_truth()
         for input_, output in zip(inputs, outputs):
             image_id = input_["image_id"]
-            pred_ids, segments_info = output["panoptic_seg"]
-            pred_ids = pred_ids.cpu().numpy()
-            if segments_info is None:
-                pred_ids, segments_info = self._segments_from_labels(pred_ids)
-            segments = [self._convert_category_id(dict(s)) for s in segments_info]
             annotation = ground_truth["annotations"].get(image_id)
             if annotation is None:
                 raise KeyError(f"image_id {image_id!r} is not in {ground_truth['json']}")
-            gt_path = os.path.join(self._metadata.panoptic_root, annotation["file_name"])
-            stats = image_pq_stats(
-                decode_panoptic_png(PathManager.get_local_path(gt_path), self._indexer.scratch),
-                annotation["segments_info"],
-                pred_ids,
-                segments,
-                ground_truth["category_index"],
-                self._indexer,
-                where=f"image {image_id!r}",
+            gt_path = PathManager.get_local_path(
+                os.path.join(self._metadata.panoptic_root, annotation["file_name"])
             )
-            prediction = {"image_id": image_id, "stats": stats}
-            if self._output_dir:
-                stem = os.path.splitext(os.path.basename(input_["file_name"]))[0]
-                prediction.update(
-                    file_name=stem + ".png",
-                    segments_info=segments,
-                    png=encode_panoptic_png(pred_ids),
-                )
-            self._predictions.append(prediction)
+            # the previous image stays in the other work arrays until it is scored below
+            buffer = 1 - self._read.buffer if self._read else 0
+            reading = self._reader.submit(self._counter.read_ground_truth, gt_path, buffer)
+            try:  # meanwhile, on this thread: the previous image, then this one's prediction
+                self._score_read()
+                entry, prediction = self._prepare(image_id, input_, output, buffer)
+            finally:
+                futures.wait([reading])  # nothing of this call runs on after it
+            read = _ReadImage(
+                entry,
+                annotation["segments_info"],
+                prediction,
+                reading.result(),  # raises here for an unreadable ground truth
+                buffer,
+                f"image {image_id!r}",
+            )
+            self._predictions.append(entry)
+            self._read = read
+
+    def _prepare(self, image_id, input_: Mapping, output: Mapping, buffer: int):
+        """This image's ``_predictions`` item and its checked prediction."""
+        pred_ids, segments_info = output["panoptic_seg"]
+        pred_ids = pred_ids.cpu().numpy()
+        if segments_info is None:
+            pred_ids, segments_info = self._segments_from_labels(pred_ids)
+        segments = [self._convert_category_id(dict(s)) for s in segments_info]
+        prediction = prepare_prediction(
+            pred_ids,
+            segments,
+            self._ground_truth["category_index"],
+            self._counter,
+            where=f"image {image_id!r}",
+            buffer=buffer,
+        )
+        entry = {"image_id": image_id}
+        if self._output_dir:
+            stem = os.path.splitext(os.path.basename(input_["file_name"]))[0]
+            entry.update(
+                file_name=stem + ".png", segments_info=segments, png=encode_panoptic_png(pred_ids)
+            )
+        return entry, prediction
+
+    def _score_read(self) -> None:
+        """Score the image read in the previous call, if any: its ``stats``."""
+        read, self._read = self._read, None
+        if read is not None:
+            read.entry["stats"] = prepared_pq_stats(
+                read.ground_truth,
+                read.segments_info,
+                read.prediction,
+                self._ground_truth["category_index"],
+                self._counter,
+                where=read.where,
+            )
 
     def evaluate(self) -> OrderedDict | None:
+        self._score_read()
         comm.synchronize()
         predictions = list(itertools.chain(*comm.gather(self._predictions)))
         if not comm.is_main_process():
@@ -412,7 +401,7 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
             )
         categories = ground_truth["content"]["categories"]
         self.pq_results = pq_from_stats(sum(p["stats"] for p in by_image.values()), categories)
-        logger.info(f"PQ from the in-memory maps of {len(by_image)} images (NumPy)")
+        logger.info(f"PQ from the in-memory maps of {len(by_image)} images ({self._counter.name})")
         if self._output_dir:
             self._write_predictions(list(by_image.values()), ground_truth["content"])
         _log_tables(self.pq_results, categories)

@@ -28,6 +28,7 @@ first image, since the test mapper drops annotations.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import heapq
 import html
@@ -114,6 +115,7 @@ class ReportEvaluator(DatasetEvaluators):
         self._num_images = 0
         self._task: str | None = None
         self._gallery_seconds = 0.0
+        self._unscored: collections.deque[tuple] = collections.deque()  # (key, file, score, kept)
 
     def _find(self, kind: type) -> DatasetEvaluator | None:
         return next((e for e in self._evaluators if isinstance(e, kind)), None)
@@ -131,11 +133,25 @@ class ReportEvaluator(DatasetEvaluators):
                     f"an input of {self._dataset_name!r} has no 'file_name' (keys "
                     f"{sorted(input_)}): the report's gallery needs it (TEST.REPORT.GALLERY off)"
                 )
-            score, compact = self._score(input_["file_name"], output)
-            if score is not None:
-                self._offer(score, input_["file_name"], compact)
+            key = (comm.get_rank(), self._num_images)
+            self._unscored.append((key, input_["file_name"], *self._score(input_, output)))
+            self._offer_scored()
             self._num_images += 1
             self._gallery_seconds += time.perf_counter() - start
+
+    def _offer_scored(self) -> None:
+        """Offer the images whose score is known, in order. A panoptic image's score is its
+        ``FastCOCOPanopticEvaluator`` item, whose statistics come one ``process()`` call later
+        (that evaluator's pipeline) or in its ``evaluate()``."""
+        while self._unscored:
+            key, file_name, score, compact = self._unscored[0]
+            if isinstance(score, dict):
+                if "stats" not in score:
+                    return
+                score = panoptic_score(score["stats"])
+            self._unscored.popleft()
+            if score is not None:
+                self._offer(score, key, file_name, compact)
 
     def _record(self, file_name: str) -> dict:
         if self._records is None:
@@ -155,9 +171,13 @@ class ReportEvaluator(DatasetEvaluators):
             return "semantic"
         return None
 
-    def _score(self, file_name: str, output: Mapping) -> tuple[float | None, Callable[[], dict]]:
-        """The image's score (None: not scorable) and a function making the outputs to keep."""
-        record = self._record(file_name)
+    def _score(
+        self, input_: Mapping, output: Mapping
+    ) -> tuple[float | dict | None, Callable[[], dict]]:
+        """The image's score (None: not scorable; for a panoptic image, its
+        ``FastCOCOPanopticEvaluator`` item, scored later) and a function making the outputs to
+        keep."""
+        record = self._record(input_["file_name"])
         if self._task is None:
             self._task = self._choose_task(record, output)
         if self._task == "parsing":
@@ -165,9 +185,11 @@ class ReportEvaluator(DatasetEvaluators):
             score = None if stats.confusion is None else confusion_score(stats.confusion)
             return score, lambda: _confident_instances(output, "parsing_scores")
         if self._task == "panoptic":
-            score = panoptic_score(self._find(FastCOCOPanopticEvaluator)._predictions[-1]["stats"])
+            item = self._find(FastCOCOPanopticEvaluator)._predictions[-1]
+            if item["image_id"] != input_["image_id"]:
+                raise RuntimeError(f"the panoptic evaluator did not record {input_['image_id']!r}")
             ids, segments_info = output["panoptic_seg"]
-            return score, lambda: {"panoptic_seg": (ids.to("cpu"), segments_info)}
+            return item, lambda: {"panoptic_seg": (ids.to("cpu"), segments_info)}
         if self._task == "instance":
             return _instance_record_score(record, output), lambda: _confident_instances(output)
         if self._task == "semantic":
@@ -179,9 +201,11 @@ class ReportEvaluator(DatasetEvaluators):
             return score, lambda: {"sem_seg_labels": labels.astype(np.int32)}
         return None, dict
 
-    def _offer(self, score: float, file_name: str, compact: Callable[[], dict]) -> None:
-        """Push the image into the best / worst heaps where it belongs; outputs kept once."""
-        key = (comm.get_rank(), self._num_images)
+    def _offer(
+        self, score: float, key: tuple[int, int], file_name: str, compact: Callable[[], dict]
+    ) -> None:
+        """Push the image into the best / worst heaps where it belongs; outputs kept once.
+        `key` (rank, image number) orders images of equal score."""
         kept = None
         # the worst heap also reverses the order of ties, so that equal scores are split
         for heap, rank in ((self._best, (score, key)), (self._worst, (-score, (-key[0], -key[1])))):
@@ -197,6 +221,9 @@ class ReportEvaluator(DatasetEvaluators):
         start = time.perf_counter()
         results = super().evaluate()
         metric_seconds = time.perf_counter() - start
+        self._offer_scored()  # the last panoptic image, scored by the evaluators' evaluate()
+        if self._unscored:
+            raise RuntimeError(f"{len(self._unscored)} images of the gallery were never scored")
         heaps = comm.gather((self._best, self._worst, self._num_images, self._gallery_seconds))
         if not comm.is_main_process():
             return results

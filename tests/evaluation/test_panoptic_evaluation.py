@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -21,10 +23,15 @@ from PIL import Image
 
 from d2seg.data.panoptic_utils import standard_panoptic_metadata
 from d2seg.evaluation.coco_backend import FastCOCOEvaluator
+from d2seg.evaluation.panoptic_counting import (
+    NumbaPairCounter,
+    NumpyPairCounter,
+    compiled_pair_kernel,
+    decode_panoptic_png,
+    make_pair_counter,
+)
 from d2seg.evaluation.panoptic_evaluation import (
     FastCOCOPanopticEvaluator,
-    SegmentIndexer,
-    decode_panoptic_png,
     image_pq_stats,
     pq_from_stats,
 )
@@ -32,6 +39,13 @@ from tests.helpers.gt_predictions import instances_from_record, panoptic_from_re
 
 TOLERANCE = 1e-9  # the issue's parity bound
 SAMPLE_NAME = "d2seg_test_pq_coco_sample"
+# both pixel counters, where numba is installed (the fast-eval extra; `make setup` installs it)
+COUNTINGS = ["numpy"] + (["numba"] if compiled_pair_kernel() is not None else [])
+
+
+@pytest.fixture(params=COUNTINGS)
+def counting(request) -> str:
+    return request.param
 
 
 # ---------------------------------------------------------------- panopticapi as the reference
@@ -191,7 +205,7 @@ PERTURBATIONS = [
 
 
 @pytest.mark.parametrize("perturbation", PERTURBATIONS)
-def test_parity_with_panopticapi_on_the_real_sample(sample, perturbation, tmp_path):
+def test_parity_with_panopticapi_on_the_real_sample(sample, perturbation, counting, tmp_path):
     content, images = sample
     metadata = MetadataCatalog.get(SAMPLE_NAME)
     predictions, calls = [], []
@@ -210,7 +224,7 @@ def test_parity_with_panopticapi_on_the_real_sample(sample, perturbation, tmp_pa
         inputs = [{"image_id": annotation["image_id"], "file_name": annotation["file_name"]}]
         calls.append((inputs, [_model_output(ids, segments, metadata)]))
     reference = _reference(metadata.panoptic_json, metadata.panoptic_root, predictions, tmp_path)
-    evaluator = FastCOCOPanopticEvaluator(SAMPLE_NAME)
+    evaluator = FastCOCOPanopticEvaluator(SAMPLE_NAME, counting=counting)
     results = _evaluate(evaluator, calls)["panoptic_seg"]
     _assert_same(reference, evaluator.pq_results)
     assert results["PQ"] == pytest.approx(100 * reference["All"]["pq"], abs=1e-7)
@@ -430,11 +444,11 @@ def _random_pair(rng, height=36, width=48):
 
 def test_randomized_pairs_match_panopticapi(tmp_path):
     """200 random pairs, one by one through panopticapi's own per-image code (exact TP / FP / FN
-    per category), then all together through its averaging."""
+    per category), then all together through its averaging; every pixel counter."""
     rng = np.random.default_rng(2024)
     category_index = {c["id"]: i for i, c in enumerate(CATEGORIES)}
     categories = {c["id"]: c for c in CATEGORIES}
-    indexer = SegmentIndexer()
+    counters = [make_pair_counter(counting) for counting in COUNTINGS]
     total_reference, total = PQStat(), np.zeros((4, len(CATEGORIES)))
     seen_crowd = seen_boundary = 0
     for seed in range(200):
@@ -451,8 +465,9 @@ def test_randomized_pairs_match_panopticapi(tmp_path):
             reference = pq_compute_single_core(
                 0, [(annotation, prediction)], str(tmp_path), str(tmp_path), categories
             )
-        stats = image_pq_stats(gt, gt_segments, pred, pred_segments, category_index, indexer)
-        _assert_same_counts(reference, stats, CATEGORIES)
+        for counter in counters:
+            stats = image_pq_stats(gt, gt_segments, pred, pred_segments, category_index, counter)
+            _assert_same_counts(reference, stats, CATEGORIES)
         total_reference += reference
         total += stats
         seen_crowd += any(s["iscrowd"] for s in gt_segments)
@@ -557,11 +572,12 @@ BOUNDARY_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(BOUNDARY_CASES))
-def test_boundaries(case, tmp_path):
+def test_boundaries(case, counting, tmp_path):
     gt, gt_segments, pred, pred_pairs, (tp, fp, fn) = BOUNDARY_CASES[case]
     pred_segments = [{"id": i, "category_id": c} for i, c in pred_pairs]
     category_index = {A: 0, B: 1}
-    stats = image_pq_stats(gt, gt_segments, pred, pred_segments, category_index, SegmentIndexer())
+    counter = make_pair_counter(counting)
+    stats = image_pq_stats(gt, gt_segments, pred, pred_segments, category_index, counter)
     assert (stats[0].sum(), stats[1].sum(), stats[2].sum()) == (tp, fp, fn)
     _write_png(tmp_path / "gt.png", gt)
     _write_png(tmp_path / "pred.png", pred)
@@ -582,13 +598,14 @@ def test_boundaries(case, tmp_path):
     _assert_same_counts(reference, stats, list(categories.values()))
 
 
-def test_many_segments_take_the_wide_path(tmp_path):
+def test_many_segments_take_the_wide_path(counting, tmp_path):
     """302 x 302 (ground truth, prediction) index pairs exceed the uint16 combined index: the
     intp path gives panopticapi's counts too (categories agree on every 6th segment)."""
     gt = pred = _strip(*[(2, 1 + k) for k in range(300)])
     gt_segments = _gt(*[(1 + k, A if k % 3 else B, int(k % 7 == 0), 2) for k in range(300)])
     pred_segments = [{"id": 1 + k, "category_id": A if k % 2 else B} for k in range(300)]
-    stats = image_pq_stats(gt, gt_segments, pred, pred_segments, {A: 0, B: 1}, SegmentIndexer())
+    counter = make_pair_counter(counting)
+    stats = image_pq_stats(gt, gt_segments, pred, pred_segments, {A: 0, B: 1}, counter)
     _write_png(tmp_path / "gt.png", gt)
     _write_png(tmp_path / "pred.png", pred)
     categories = {A: {"id": A, "isthing": 1}, B: {"id": B, "isthing": 1}}
@@ -632,7 +649,7 @@ def test_pq_formula_and_empty_groups():
 
 
 # ------------------------------------------------------------------------- bad input
-def _one(gt_pairs, pred, pred_pairs, gt=None):
+def _one(gt_pairs, pred, pred_pairs, counting="numpy", gt=None):
     gt = _strip((8, 1), (8, 0)) if gt is None else gt
     return image_pq_stats(
         gt,
@@ -640,7 +657,7 @@ def _one(gt_pairs, pred, pred_pairs, gt=None):
         pred,
         [{"id": i, "category_id": c} for i, c in pred_pairs],
         {A: 0, B: 1},
-        SegmentIndexer(),
+        make_pair_counter(counting),
         where="image 7",
     )
 
@@ -650,15 +667,15 @@ def _one(gt_pairs, pred, pred_pairs, gt=None):
     [
         (_strip((8, 5), (8, 0)), [(1, A)], KeyError, r"image 7.*\[5\] are in the map but not"),
         (_strip((8, 1), (8, 0)), [(1, A), (2, A)], KeyError, r"\[2\] are in segments_info but not"),
-        (_strip((8, 1), (8, 0)), [(1, 3)], KeyError, r"image 7: category_id \[3\]"),
+        (_strip((8, 1), (8, 0)), [(1, 3)], KeyError, r"image 7 \(prediction\): category_id \[3\]"),
         (_strip((8, 1), (9, 0)), [(1, A)], ValueError, r"image 7: prediction is \(1, 17\)"),
         (_strip((8, 1 << 24), (8, 0)), [(1 << 24, A)], ValueError, r"\[0, 2\^24\)"),
         (_strip((8, 1), (8, 0)), [(1, A), (1, A)], ValueError, "twice"),
     ],
 )
-def test_bad_predictions_are_named(pred, pred_pairs, error, message):
+def test_bad_predictions_are_named(pred, pred_pairs, error, message, counting):
     with pytest.raises(error, match=message):
-        _one([(1, A, 0, 8)], pred, pred_pairs)
+        _one([(1, A, 0, 8)], pred, pred_pairs, counting)
 
 
 def test_unknown_image_is_named(sample):
@@ -667,6 +684,125 @@ def test_unknown_image_is_named(sample):
     output = {"panoptic_seg": (torch.zeros(4, 4, dtype=torch.int32), [])}
     with pytest.raises(KeyError, match="image_id 123.*panoptic_examples.json"):
         evaluator.process([{"image_id": 123, "file_name": "x.jpg"}], [output])
+
+
+# ------------------------------------------------------------- the pipeline and its counters
+def _tiny_dataset(tmp_path, name: str) -> list[np.ndarray]:
+    """Three 4 x 6 ground-truth images (two segments of category 1 each), registered as
+    `name`; the second image's PNG is left out when the name says "missing"."""
+    (tmp_path / "pan").mkdir()
+    maps, annotations = [], []
+    for image_id in range(3):
+        ids = np.zeros((4, 6), np.int64)
+        ids[:, :3], ids[:, 3:] = 10 + image_id, 20 + image_id
+        if not (image_id == 1 and "missing" in name):
+            _write_png(tmp_path / "pan" / f"{image_id}.png", ids)
+        segments = [
+            {"id": int(i), "category_id": 1, "iscrowd": 0, "area": 12}
+            for i in (ids[0, 0], ids[0, 5])
+        ]
+        annotations.append(
+            {"image_id": image_id, "file_name": f"{image_id}.png", "segments_info": segments}
+        )
+        maps.append(ids)
+    categories = [{"id": 1, "name": "thing", "isthing": 1}]
+    (tmp_path / "pan.json").write_text(
+        json.dumps({"images": [], "annotations": annotations, "categories": categories})
+    )
+    MetadataCatalog.get(name).set(
+        panoptic_json=str(tmp_path / "pan.json"),
+        panoptic_root=str(tmp_path / "pan"),
+        thing_dataset_id_to_contiguous_id={1: 0},
+        stuff_dataset_id_to_contiguous_id={},
+    )
+    return maps
+
+
+def _prediction(ids: np.ndarray, listed=None) -> dict:
+    listed = np.unique(ids[ids > 0]) if listed is None else listed
+    segments = [{"id": int(i), "category_id": 0, "isthing": True} for i in listed]
+    return {"panoptic_seg": (torch.from_numpy(ids.astype(np.int32)), segments)}
+
+
+def test_each_image_is_scored_one_call_later(tmp_path, counting):
+    """An image's statistics appear in the next process() call (its ground truth is read on
+    the worker thread meanwhile) or in evaluate()."""
+    maps = _tiny_dataset(tmp_path, f"d2seg_test_pq_pipeline_{counting}")
+    evaluator = FastCOCOPanopticEvaluator(f"d2seg_test_pq_pipeline_{counting}", counting=counting)
+    evaluator.reset()
+    moved = maps[0].copy()
+    moved[:, 3:5] = 10  # IoU 12/20 and 4/12: one TP, one FP, one FN
+    evaluator.process([{"image_id": 0, "file_name": "0.jpg"}], [_prediction(moved)])
+    assert "stats" not in evaluator._predictions[0]
+    evaluator.process([{"image_id": 1, "file_name": "1.jpg"}], [_prediction(maps[1])])
+    assert evaluator._predictions[0]["stats"][:3].sum(axis=1).tolist() == [1, 1, 1]
+    evaluator.process([{"image_id": 2, "file_name": "2.jpg"}], [_prediction(maps[2])])
+    results = evaluator.evaluate()["panoptic_seg"]
+    assert [p["stats"][0, 0] for p in evaluator._predictions] == [1, 2, 2]  # TPs
+    assert results["PQ"] == pytest.approx(100 * (0.6 + 4) / (5 + 0.5 + 0.5))
+
+
+def test_reading_never_overwrites_the_image_being_scored(monkeypatch, tmp_path, counting):
+    """The worker reads image k into other work arrays than those of image k - 1, which the
+    calling thread scores meanwhile: scoring made slower than reading changes nothing."""
+    name = f"d2seg_test_pq_buffers_{counting}"
+    maps = _tiny_dataset(tmp_path, name)
+    score = FastCOCOPanopticEvaluator._score_read
+
+    def slow_score(self):
+        time.sleep(0.05)  # the worker finishes reading the next image first
+        score(self)
+
+    monkeypatch.setattr(FastCOCOPanopticEvaluator, "_score_read", slow_score)
+    evaluator = FastCOCOPanopticEvaluator(name, counting=counting)
+    calls = [
+        ([{"image_id": i, "file_name": f"{i}.jpg"}], [_prediction(m)]) for i, m in enumerate(maps)
+    ]
+    assert _evaluate(evaluator, calls)["panoptic_seg"]["PQ"] == pytest.approx(100.0)
+
+
+def test_pipeline_errors_name_their_image(tmp_path, counting):
+    """An unreadable ground truth fails its own process() call, naming the file; an error
+    found while counting an image names that image, in the next call or in evaluate()."""
+    name = f"d2seg_test_pq_missing_{counting}"
+    maps = _tiny_dataset(tmp_path, name)
+    evaluator = FastCOCOPanopticEvaluator(name, counting=counting)
+    evaluator.reset()
+    evaluator.process([{"image_id": 0, "file_name": "0.jpg"}], [_prediction(maps[0])])
+    with pytest.raises(FileNotFoundError, match=r"pan/1.png"):
+        evaluator.process([{"image_id": 1, "file_name": "1.jpg"}], [_prediction(maps[1])])
+    listed_absent = _prediction(maps[2], listed=[12, 22, 99])
+    evaluator.process([{"image_id": 2, "file_name": "2.jpg"}], [listed_absent])
+    with pytest.raises(
+        KeyError, match=r"image 2: predicted segment ids \[99\] are in segments_info"
+    ):
+        evaluator.evaluate()
+
+
+def test_counter_choice(monkeypatch, caplog, sample):
+    """auto: numba where installed, else NumPy; the log names the one used."""
+    import d2seg.evaluation.panoptic_counting as counting_module
+
+    expected = NumbaPairCounter if compiled_pair_kernel() is not None else NumpyPairCounter
+    assert isinstance(make_pair_counter(), expected)
+    with pytest.raises(ValueError, match="unknown panoptic counting backend 'fast'"):
+        make_pair_counter("fast")
+    monkeypatch.setattr(counting_module, "compiled_pair_kernel", lambda: None)
+    assert isinstance(make_pair_counter("auto"), NumpyPairCounter)
+    with pytest.raises(ImportError, match=r"d2seg\[fast-eval\]"):
+        make_pair_counter("numba")
+    _, images = sample
+    annotation, gt_ids = images[0]
+    evaluator = FastCOCOPanopticEvaluator(SAMPLE_NAME)
+    segments = [
+        {"id": s["id"], "category_id": s["category_id"]} for s in annotation["segments_info"]
+    ]
+    output = _model_output(gt_ids, segments, MetadataCatalog.get(SAMPLE_NAME))
+    with caplog.at_level(logging.INFO, logger="d2seg.evaluation.panoptic_evaluation"):
+        _evaluate(
+            evaluator, [([{"image_id": annotation["image_id"], "file_name": "x.jpg"}], [output])]
+        )
+    assert "PQ from the in-memory maps of 1 images (NumPy + OpenCV)" in caplog.text
 
 
 # ------------------------------------------------------------------------ distributed

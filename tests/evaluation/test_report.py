@@ -417,8 +417,8 @@ def test_gallery_heaps(scores, best, worst, tmp_path):
     evaluator = ReportEvaluator([], "d2seg_synthetic_sem_seg_val", str(tmp_path), gallery_size=2)
     kept = []
     for index, score in enumerate(scores):
-        evaluator._num_images = index
-        evaluator._offer(score, f"img{index}", lambda index=index: kept.append(index) or {})
+        compact = lambda index=index: kept.append(index) or {}  # noqa: E731
+        evaluator._offer(score, (0, index), f"img{index}", compact)
     chosen = _split_gallery([(evaluator._best, evaluator._worst, len(scores), 0.0)], 2)
     assert [[name for _, name, _ in group] for group in chosen] == [best, worst]
     assert len(kept) == len(set(kept))  # each image's outputs kept once, only when needed
