@@ -10,7 +10,7 @@ Two interchangeable counters, the same counts:
 - :class:`NumpyPairCounter`: the same in whole-array NumPy / OpenCV steps (decode to ids,
   table gather for both maps, one histogram over combined indices), about 2.5x the work.
 
-Segment ids are numbered as :class:`IdTable` numbers them: 0 any id that ``segments_info``
+Segment ids are numbered as :class:`SegmentIndexer` numbers them: 0 any id that ``segments_info``
 does not list, 1 VOID (id 0), ``2 + i`` the ``i``-th listed id.
 """
 
@@ -90,32 +90,6 @@ class ScratchArrays:
         return flat[:size].reshape(shape)
 
 
-class IdTable:
-    """A 2^24-entry uint16 table from segment id to index (32 MB, zero-filled by the OS on
-    first use: only the pages of ids actually seen are ever mapped, a few per image)."""
-
-    def __init__(self) -> None:
-        self._table: np.ndarray | None = None
-
-    @contextlib.contextmanager
-    def listing(self, listed: np.ndarray, step: int = 1) -> Iterator[np.ndarray]:
-        """The table with VOID at ``step``, ``listed[i]`` at ``(2 + i) * step`` and every other
-        id at 0, for the duration of the block (cleared after it)."""
-        if len(listed) > MAX_SEGMENTS or (len(listed) + 1) * step > np.iinfo(np.uint16).max:
-            raise ValueError(
-                f"{len(listed)} segments in one image: at most {MAX_SEGMENTS} are supported"
-            )
-        if self._table is None:
-            self._table = np.zeros(ID_LIMIT, np.uint16)
-        self._table[0] = step
-        self._table[listed] = np.arange(2, len(listed) + 2) * step
-        try:
-            yield self._table
-        finally:
-            self._table[listed] = 0
-            self._table[0] = 0
-
-
 class PairCounter(Protocol):
     """Counts the pixels of every (ground-truth index, predicted index) pair of one image.
 
@@ -149,15 +123,35 @@ def _unlisted_error(where: str, pred_ids: np.ndarray, keys: np.ndarray) -> KeyEr
 
 # ------------------------------------------------------------------------ NumPy / OpenCV
 class SegmentIndexer:
-    """Maps segment ids to their :class:`IdTable` indices times ``step`` (which must keep them
-    below 2^16): one gather per map instead of a sort. Ids must lie in [0, 2^24).
+    """Maps segment ids to their indices times ``step`` (which must keep them below 2^16) with
+    one 2^24-entry uint16 lookup table (32 MB, zero-filled by the OS on first use: only the pages
+    of ids actually seen are ever mapped, a few per image; cleared after each call): one gather
+    per map instead of a sort. Ids must lie in [0, 2^24).
 
     With ``slot``, the result is a :class:`ScratchArrays` array of that name, valid until the
     next call with the same slot."""
 
     def __init__(self) -> None:
-        self.table = IdTable()
+        self._table: np.ndarray | None = None
         self.scratch = ScratchArrays()
+
+    @contextlib.contextmanager
+    def _listing(self, listed: np.ndarray, step: int) -> Iterator[np.ndarray]:
+        """The table with VOID at ``step``, ``listed[i]`` at ``(2 + i) * step`` and every other
+        id at 0, for the duration of the block."""
+        if len(listed) > MAX_SEGMENTS or (len(listed) + 1) * step > np.iinfo(np.uint16).max:
+            raise ValueError(
+                f"{len(listed)} segments in one image: at most {MAX_SEGMENTS} are supported"
+            )
+        if self._table is None:
+            self._table = np.zeros(ID_LIMIT, np.uint16)
+        self._table[0] = step
+        self._table[listed] = np.arange(2, len(listed) + 2) * step
+        try:
+            yield self._table
+        finally:
+            self._table[listed] = 0
+            self._table[0] = 0
 
     def __call__(
         self,
@@ -167,7 +161,7 @@ class SegmentIndexer:
         slot: str | None = None,
         largest: int | None = None,
     ) -> np.ndarray:
-        with self.table.listing(listed, step) as table:
+        with self._listing(listed, step) as table:
             if slot is None:
                 return np.take(table, ids)
             if largest is None:
@@ -232,8 +226,8 @@ def _count_pairs(pixels, red, green, blue, pred, gt_keys, gt_order, pred_keys, p
     ``pixels`` (H, W, C) uint8 holds the ground-truth id's bytes R, G, B at channels ``red``,
     ``green``, ``blue``; ``pred`` (H, W) the predicted ids. ``*_keys`` are the listed ids
     sorted, ``*_order`` their positions in ``segments_info``. An id is looked up (binary
-    search) only where it differs from its left neighbour's. Returns -1, or the position
-    ``y * W + x`` of a predicted id outside [0, 2^24) (nothing is counted from there on)."""
+    search) only where it differs from its left neighbour's; an id outside the listed ones
+    (any value: nothing is indexed by it) counts in column 0."""
 
     def index_of(keys, order, value):
         low, high = 0, len(keys)
@@ -261,12 +255,9 @@ def _count_pairs(pixels, red, green, blue, pred, gt_keys, gt_order, pred_keys, p
                 last_gt = gt
             value = np.int64(pred[y, x])
             if value != last_pred:
-                if value < 0 or value >= 16777216:  # ID_LIMIT
-                    return y * width + x
                 pred_index = index_of(pred_keys, pred_order, value)
                 last_pred = value
             counts[gt_index, pred_index] += 1
-    return -1
 
 
 @functools.cache
@@ -280,7 +271,7 @@ def compiled_pair_kernel():
     except ImportError:
         return None
     keys = numba.int64[::1]
-    signature = numba.int64(
+    signature = numba.void(
         numba.uint8[:, :, ::1],
         numba.int64,
         numba.int64,
@@ -341,19 +332,16 @@ class NumbaPairCounter:
         if max(len(gt_keys), len(pred_keys)) > MAX_SEGMENTS:
             raise ValueError(f"{where}: at most {MAX_SEGMENTS} segments per image are supported")
         counts = np.zeros((len(gt_keys) + 2, len(pred_keys) + 2), np.int64)
-        bad = self._kernel(
+        self._kernel(
             np.ascontiguousarray(pixels),
             red,
             green,
             blue,
-            np.ascontiguousarray(prediction, dtype=np.int32),
+            prediction,  # prepare()'s C-contiguous int32
             *_sorted_keys(gt_keys),
             *_sorted_keys(pred_keys),
             counts,
         )
-        if bad >= 0:
-            value = prediction.flat[bad]
-            raise ValueError(f"{where}: predicted segment id {value} is outside [0, 2^24)")
         if counts[:, 0].any():
             raise _unlisted_error(where, prediction, pred_keys)
         return counts

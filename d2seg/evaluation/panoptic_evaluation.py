@@ -70,8 +70,7 @@ _TP, _FP, _FN, _IOU = range(4)  # rows of the per-image statistics
 class PreparedPrediction(NamedTuple):
     """A predicted map checked by :func:`prepare_prediction`: what scoring needs."""
 
-    pixels: np.ndarray  # the map in the form its PairCounter counts (PairCounter.prepare)
-    shape: tuple[int, int]
+    pixels: np.ndarray  # the (H, W) map in the form its PairCounter counts (PairCounter.prepare)
     keys: np.ndarray  # the listed segment ids, in segments_info order
     categories: np.ndarray  # their category columns
 
@@ -117,7 +116,7 @@ def prepare_prediction(
     keys = _segment_ids(pred_segments, where)
     categories = _category_columns(pred_segments, category_index, where)
     pixels = counter.prepare(pred_ids, keys, largest, buffer, where)
-    return PreparedPrediction(pixels, pred_ids.shape, keys, categories)
+    return PreparedPrediction(pixels, keys, categories)
 
 
 def image_pq_stats(
@@ -137,8 +136,6 @@ def image_pq_stats(
     panopticapi rejects (a predicted id missing from ``segments_info`` or from the map, an
     unknown category, maps of different sizes), naming ``where``.
     """
-    if gt_ids.shape != pred_ids.shape:
-        raise ValueError(f"{where}: prediction is {pred_ids.shape}, ground truth {gt_ids.shape}")
     prediction = prepare_prediction(pred_ids, pred_segments, category_index, counter, where)
     return prepared_pq_stats(gt_ids, gt_segments, prediction, category_index, counter, where)
 
@@ -153,10 +150,9 @@ def prepared_pq_stats(
 ) -> np.ndarray:
     """:func:`image_pq_stats` of a :func:`prepare_prediction` result, the ground truth as an
     id map or as `counter`'s ``read_ground_truth`` gave it."""
-    if ground_truth.shape[:2] != prediction.shape:
-        raise ValueError(
-            f"{where}: prediction is {prediction.shape}, ground truth {ground_truth.shape[:2]}"
-        )
+    shape = ground_truth.shape[:2]
+    if shape != prediction.pixels.shape:
+        raise ValueError(f"{where}: prediction is {prediction.pixels.shape}, ground truth {shape}")
     gt_keys = _segment_ids(gt_segments, f"{where} (ground truth)")
     gt_cat = _category_columns(gt_segments, category_index, f"{where} (ground truth)")
     pred_cat = prediction.categories

@@ -124,3 +124,24 @@ TINY_TIMM = {
     ]
     for width in (18, 48)
 }
+
+
+def resumable_schedule(max_iter: int, checkpoint_period: int, warmup_iters: int) -> list[str]:
+    """Overrides for a short deterministic run (seed 0, data in the main process, batch 2,
+    no evaluation) that checkpoints every `checkpoint_period` iterations."""
+    return [
+        "SEED",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(checkpoint_period),
+        "SOLVER.WARMUP_ITERS",
+        str(warmup_iters),
+        "DATASETS.TEST",
+        "()",
+    ]

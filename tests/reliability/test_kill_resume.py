@@ -9,34 +9,14 @@ import time
 
 import torch
 
-from tests.helpers.configs import TINY_RCNN
+from tests.helpers.configs import TINY_RCNN, resumable_schedule
 from tests.helpers.scripts import REPO_ROOT, run_script
 
 CONFIG = "configs/quickstart/mask_scoring_rcnn_R_18_FPN_synthetic.yaml"
 # checkpoints after iterations 1 and 3 (fvcore saves when (iter + 1) % period == 0); the LR
 # drops at 3 so that the schedule after the resume matters
-RUN = TINY_RCNN + [
-    "SEED",
-    "0",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "SOLVER.MAX_ITER",
-    "6",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "2",
-    "SOLVER.WARMUP_ITERS",
-    "2",
-    "SOLVER.STEPS",
-    "(3,)",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "DATASETS.TEST",
-    "()",
-]
+RUN = TINY_RCNN + resumable_schedule(max_iter=6, checkpoint_period=2, warmup_iters=2)
+RUN += ["SOLVER.STEPS", "(3,)", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128"]
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")  # two runs side by side, same arithmetic
 
 

@@ -17,7 +17,13 @@ from PIL import Image
 
 from d2seg.config import load_config
 from d2seg.data import build_train_mapper
-from tests.helpers.configs import CONFIG_ROOT, TINY_PANOPTIC_DEEPLAB, TINY_RCNN, TINY_SEM_SEG
+from tests.helpers.configs import (
+    CONFIG_ROOT,
+    TINY_PANOPTIC_DEEPLAB,
+    TINY_RCNN,
+    TINY_SEM_SEG,
+    resumable_schedule,
+)
 from tests.helpers.scripts import load_script
 
 SMALL_RCNN = TINY_RCNN + ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96"]
@@ -33,22 +39,7 @@ MODELS = {
     "pspnet": ("pspnet_R_18_synthetic.yaml", TINY_SEM_SEG),
 }
 # 3 iterations at batch 2, a checkpoint after each, no evaluation
-SCHEDULE = [
-    "SEED",
-    "0",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "SOLVER.MAX_ITER",
-    "3",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "1",
-    "SOLVER.WARMUP_ITERS",
-    "1",
-    "DATASETS.TEST",
-    "()",
-]
+SCHEDULE = resumable_schedule(max_iter=3, checkpoint_period=1, warmup_iters=1)
 
 
 def _cfg(model, output_dir, *extra):

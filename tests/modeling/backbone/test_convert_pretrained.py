@@ -14,6 +14,7 @@ from detectron2.modeling import build_backbone
 
 from d2seg.config import load_config
 from tests.helpers.configs import CONFIG_ROOT, CPU
+from tests.helpers.modules import randomize_bn_statistics
 from tests.helpers.scripts import load_script
 
 convert_pretrained = load_script("tools/convert_pretrained.py")
@@ -105,21 +106,11 @@ BASIC_STEM = ["MODEL.RESNETS.STEM_TYPE", "basic"]
 FCN = f"{SEM_SEG}/fcn_R_50_D8_512x1024_80k.yaml"
 
 
-def _random_bn_statistics(net):
-    """Non-trivial BN running statistics, so that a norm mapped to the wrong layer shows."""
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-
-
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
 def test_torchvision_resnet_maps_to_the_7x7_stem_backbone(suffix, tmp_path):
     torch.manual_seed(0)
     source = torchvision.models.resnet18(weights=None).eval()
-    _random_bn_statistics(source)
+    randomize_bn_statistics(source)
     model, missing, unexpected = _convert_and_load(
         tmp_path, source.state_dict(), "resnet", FCN, R18 + BASIC_STEM, suffix
     )
@@ -134,7 +125,7 @@ def test_deep_stem_resnet_v1c_maps_to_the_deeplab_stem_backbone(tmp_path):
 
     torch.manual_seed(0)
     source = ResNet(BasicBlock, [2, 2, 2, 2], stem_type="deep", stem_width=32).eval()
-    _random_bn_statistics(source)
+    randomize_bn_statistics(source)
     assert "conv1.0.weight" in source.state_dict()
     model, missing, unexpected = _convert_and_load(
         tmp_path, source.state_dict(), "resnet", FCN, R18

@@ -13,6 +13,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_backbone
 
 from d2seg.config import add_d2seg_config, load_config
 from tests.helpers.configs import CONFIG_ROOT, CPU
+from tests.helpers.modules import one_sgd_step, randomize_bn_statistics
 
 LRASPP_CONFIG = "Cityscapes-SemanticSegmentation/lraspp_M-V3-D8_512x1024_320k.yaml"
 FEATURES = ["res1", "res2", "res5"]
@@ -91,12 +92,7 @@ def test_lraspp_forward_equals_the_plain_computation():
     stride (16, 20) gives 1 x 2 cells; the 50th row and 70th column start no window."""
     torch.manual_seed(0)
     head = _head(in_channels=(4, 6, 8), channels=8, num_classes=3).eval()
-    for m in head.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+    randomize_bn_statistics(head)
     features = {
         "res1": torch.randn(1, 4, 200, 280),
         "res2": torch.randn(1, 6, 100, 140),
@@ -129,13 +125,9 @@ def test_lraspp_one_step_lowers_the_loss_and_logits_come_at_input_resolution():
     }
     targets = torch.randint(0, 5, (2, 64, 96))
     targets[:, :4] = 255
-    optimizer = torch.optim.SGD(head.parameters(), lr=0.05)
-    losses = head(features, targets)[1]
-    assert set(losses) == {"loss_sem_seg"}
-    optimizer.zero_grad()
-    losses["loss_sem_seg"].backward()
-    optimizer.step()
-    assert head(features, targets)[1]["loss_sem_seg"] < losses["loss_sem_seg"]
+    losses = one_sgd_step(head, features, targets)
+    assert set(losses["before"]) == {"loss_sem_seg"}
+    assert losses["after"]["loss_sem_seg"] < losses["before"]["loss_sem_seg"]
     logits, _ = head.eval()(features)
     assert logits.shape == (2, 5, 64, 96)  # stride-2 logits resized to the input
 
