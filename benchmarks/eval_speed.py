@@ -1,4 +1,4 @@
-"""Evaluation speed, side by side on the same synthetic inputs in one run (issue #9).
+"""Evaluation speed, side by side on the same synthetic inputs in one run.
 
 Builds panoptic ground truth (PNG + json, COCO instance json of its things) for N images of
 640 x 480 with ~30 segments each (stuff bands, overlapping things, crowd regions, VOID), and

@@ -33,7 +33,7 @@ from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 from d2seg.data.datasets.human_parsing import CIHP_CLASSES, CIHP_FLIP_PAIRS
-from d2seg.data.datasets.synthetic_parsing import render_parsing_scene
+from d2seg.data.synthetic.parsing import render_parsing_scene
 from d2seg.evaluation.parsing_evaluation import IOU_THRESHOLDS, ParsingEvaluator
 from d2seg.modeling.postprocessing.parsing import LabelCrop
 

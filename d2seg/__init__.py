@@ -4,11 +4,12 @@ Importing d2seg registers its datasets, models, mappers and evaluators with Dete
 below are the public API (config, extension points, and the heads a user builds on).
 """
 
-from d2seg import data, evaluation, modeling  # noqa: F401  (registration only)
+from d2seg import data, evaluation, modeling, solver  # noqa: F401  (registration only)
 from d2seg.config import add_d2seg_config, load_config
 from d2seg.data.mappers import build_test_mapper, build_train_mapper, register_mapper
 from d2seg.evaluation import build_evaluator, register_evaluator
-from d2seg.modeling.meta_arch import D2SegPanopticDeepLab, MaskScoringPanopticFPN
+from d2seg.modeling.meta_arch import MaskScoringPanopticFPN
+from d2seg.modeling.panoptic_deeplab import D2SegPanopticDeepLab
 from d2seg.modeling.roi_heads import (
     ROI_MASKIOU_HEAD_REGISTRY,
     ROI_PARSING_HEAD_REGISTRY,

@@ -11,6 +11,16 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import ParamScheduler
 
+from d2seg.config import register_config
+
+
+@register_config("SOLVER.OPTIMIZER", "SOLVER.POLY_LR_POWER", "SOLVER.POLY_LR_END")
+def add_solver_config(cfg: CfgNode) -> None:
+    """The optimizers and the poly schedule this module adds to Detectron2's."""
+    cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's), "ADAM" (Panoptic-DeepLab), "ADAMW" (Swin)
+    cfg.SOLVER.POLY_LR_POWER = 0.9  # for LR_SCHEDULER_NAME "WarmupPolyLR" (DeepLab's poly)
+    cfg.SOLVER.POLY_LR_END = 0.0  # absolute LR the poly schedule ends at (MMSeg min_lr 1e-4)
+
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SOLVER.OPTIMIZER "SGD": Detectron2's; "ADAM" / "ADAMW": Adam / AdamW with Detectron2's

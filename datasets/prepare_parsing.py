@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from d2seg.data.converters.human_parsing import prepare_split
 from d2seg.data.datasets.builtin import datasets_root
 from d2seg.data.datasets.human_parsing import PARSING_FAMILIES, PARSING_SPLITS
-from d2seg.data.datasets.human_parsing_prepare import prepare_split
 
 
 def main(argv=None) -> None:

@@ -8,8 +8,8 @@ It does nothing when current copies are already there.
 """
 
 from d2seg.data.datasets.builtin import datasets_root
-from d2seg.data.datasets.synthetic import ensure_synthetic_dataset
-from d2seg.data.datasets.synthetic_parsing import ensure_synthetic_parsing_dataset
+from d2seg.data.synthetic.instance_panoptic import ensure_synthetic_dataset
+from d2seg.data.synthetic.parsing import ensure_synthetic_parsing_dataset
 
 if __name__ == "__main__":
     print(f"synthetic dataset ready at {ensure_synthetic_dataset(datasets_root())}")

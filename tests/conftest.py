@@ -14,7 +14,7 @@ os.environ.setdefault("DETECTRON2_DATASETS", str(REPO_ROOT / "datasets"))
 
 import d2seg  # noqa: E402, F401  (registers datasets, models and evaluators)
 from d2seg.data.datasets.builtin import datasets_root  # noqa: E402
-from d2seg.data.datasets.synthetic import ensure_synthetic_dataset  # noqa: E402
+from d2seg.data.synthetic.instance_panoptic import ensure_synthetic_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

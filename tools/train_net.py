@@ -1,55 +1,22 @@
 #!/usr/bin/env python
 """Train and evaluate any d2seg or Detectron2 model: Detectron2's standard training script.
 
-The mapper comes from the model the config builds and the evaluator from each test dataset's
-`evaluator_type`, both looked up inside d2seg, so this file never branches on names.
+The trainer (:class:`d2seg.engine.D2SegTrainer`) takes the mapper from the model the config
+builds and the evaluator from each test dataset's `evaluator_type`, so this file never branches
+on names.
 
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
 """
 
-import os
+from __future__ import annotations
 
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 from d2seg.config import load_config
-from d2seg.data import build_test_mapper, build_train_mapper
-from d2seg.engine import D2SegCheckpointer, D2SegTrainer, build_resumable_train_loader
-from d2seg.evaluation import build_evaluator
-from d2seg.solver import build_lr_scheduler, build_optimizer
-from d2seg.utils.distributed import cpu_friendly_ddp
-
-
-class Trainer(D2SegTrainer):
-    """DefaultTrainer whose data loaders, evaluators, optimizer and LR schedule come from d2seg
-    (each picked by the config, falling back to Detectron2's)."""
-
-    def __init__(self, cfg: CfgNode):
-        with cpu_friendly_ddp():  # `--num-gpus N` also trains on CPU
-            super().__init__(cfg)
-
-    @classmethod
-    def build_train_loader(cls, cfg: CfgNode):
-        return build_resumable_train_loader(cfg, mapper=build_train_mapper(cfg))
-
-    @classmethod
-    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
-
-    @classmethod
-    def build_optimizer(cls, cfg: CfgNode, model):
-        return build_optimizer(cfg, model)
-
-    @classmethod
-    def build_lr_scheduler(cls, cfg: CfgNode, optimizer):
-        return build_lr_scheduler(cfg, optimizer)
-
-    @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return build_evaluator(cfg, dataset_name, output_folder)
+from d2seg.engine import D2SegCheckpointer
+from d2seg.engine import D2SegTrainer as Trainer
 
 
 def setup(args) -> CfgNode:
@@ -72,8 +39,9 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+def invoke_main(argv: list[str] | None = None) -> None:
+    """Parse the command line (`argv`, default sys.argv) and run `main` in every process."""
+    args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     launch(
         main,
@@ -83,3 +51,7 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    invoke_main()

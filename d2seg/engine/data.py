@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch.utils.data as torchdata
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.data.build import _train_loader_from_config
 from detectron2.utils import comm
 from PIL import Image
 
@@ -111,7 +110,8 @@ def build_resumable_train_loader(
     (when >= 0), not from the global torch RNG. Its batches are those of Detectron2's loader
     with 0 workers; with workers Detectron2 groups in arrival order, this loader does not."""
     with dataset_named_on_error(cfg.DATASETS.TRAIN):
-        args = _train_loader_from_config(cfg, mapper)
+        # the arguments Detectron2's loader derives from cfg, through its public @configurable
+        args = build_detection_train_loader.from_config(cfg, mapper)
     sampler = args["sampler"]
     if sampler is None:  # an IterableDataset: it has its own order, nothing to resume
         return build_detection_train_loader(**args)

@@ -1,18 +1,28 @@
-"""DefaultTrainer that resumes exactly and stops on a non-finite loss naming it."""
+"""DefaultTrainer wired to d2seg's loaders, evaluators and solver, that resumes exactly and
+stops on a non-finite loss naming it."""
 
 from __future__ import annotations
 
 import logging
-import math
+import os
 import weakref
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
+import torch
 from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
+from d2seg.data import build_test_mapper, build_train_mapper
 from d2seg.engine.checkpoint import D2SegCheckpointer
+from d2seg.engine.data import build_resumable_train_loader
+from d2seg.evaluation import build_evaluator
+from d2seg.solver import build_lr_scheduler, build_optimizer
+from d2seg.utils.distributed import cpu_friendly_ddp
 
 logger = logging.getLogger(__name__)
 
@@ -41,30 +51,49 @@ class ReseedAtCheckpoints(HookBase):
             reseed(self._seed, self.trainer.iter + 1)
 
 
-def _raise_on_non_finite_loss(write_metrics):
-    """Wrap SimpleTrainer._write_metrics: a non-finite loss term raises Detectron2's
-    FloatingPointError on the process where it occurs, naming the term(s) and the iteration,
-    before the optimizer steps. Detectron2's own check, on process 0 only, tests the sum of
-    the terms averaged over processes and prints them all, without saying which one failed."""
+def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
+    """Raise Detectron2's FloatingPointError naming the non-finite term(s) of `loss_dict` and
+    the iteration. Detectron2's own check, on process 0 only and after the backward pass, tests
+    the sum of the terms averaged over processes and prints them all without saying which one
+    failed."""
+    if not loss_dict:
+        return
+    values = torch.stack([value.detach().float().reshape(()) for value in loss_dict.values()])
+    if bool(torch.isfinite(values).all()):  # one device sync per iteration
+        return
+    terms = {name: float(value) for name, value in zip(loss_dict, values)}
+    bad = ", ".join(f"{k}={v}" for k, v in sorted(terms.items()) if not np.isfinite(v))
+    raise FloatingPointError(
+        f"Loss became infinite or NaN at iteration={iteration}: {bad} "
+        f"(process {comm.get_rank()}); all terms: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+    )
 
-    def checked(loss_dict, data_time, prefix="", iter=None):
-        bad = {k: float(v) for k, v in loss_dict.items() if not math.isfinite(float(v))}
-        if bad:
-            iteration = write_metrics.__self__.iter if iter is None else iter
-            terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-            raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration={iteration}: {terms} "
-                f"(process {comm.get_rank()}); all terms: "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in loss_dict.items())
-            )
-        return write_metrics(loss_dict, data_time, prefix, iter)
 
-    return checked
+def _non_finite_loss_hook(trainer: DefaultTrainer) -> Callable:
+    """A forward hook for the trained model that checks its loss dict (training mode only) with
+    :func:`check_losses_finite`, before the backward pass and the optimizer step. Detectron2's
+    SimpleTrainer says "if you want to do something with the losses, you can wrap the model";
+    a forward hook does so without changing the model's type or state-dict keys."""
+    trainer_ref = weakref.ref(trainer)  # the model must not keep its trainer alive
+
+    def check(module: torch.nn.Module, inputs, outputs) -> None:
+        trainer = trainer_ref()
+        if trainer is not None and module.training and isinstance(outputs, Mapping):
+            check_losses_finite(outputs, trainer.iter)
+
+    return check
 
 
 class D2SegTrainer(DefaultTrainer):
-    """Detectron2's DefaultTrainer for jobs that get killed (README, "Running at scale").
+    """Detectron2's DefaultTrainer with d2seg's components, for jobs that get killed
+    (docs/running_at_scale.md).
 
+    - The training mapper and the test mapper come from the model the config builds
+      (:func:`d2seg.data.build_train_mapper`), the evaluators from each test dataset's
+      `evaluator_type` (:func:`d2seg.evaluation.build_evaluator`), the optimizer and LR schedule
+      from :mod:`d2seg.solver`; each falls back to Detectron2's.
+    - ``--num-gpus N`` also trains N processes on CPU (:func:`cpu_friendly_ddp`).
     - Checkpoints are written atomically (:class:`D2SegCheckpointer`).
     - ``--resume`` continues the data order (the loader's :class:`ResumableSampler` skips the
       batches already trained on) and, with SEED >= 0, the random streams
@@ -75,8 +104,32 @@ class D2SegTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg: CfgNode):
-        super().__init__(cfg)
-        self._trainer._write_metrics = _raise_on_non_finite_loss(self._trainer._write_metrics)
+        with cpu_friendly_ddp():
+            super().__init__(cfg)
+        self.model.register_forward_hook(_non_finite_loss_hook(self))
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> Iterable[list[dict]]:
+        return build_resumable_train_loader(cfg, mapper=build_train_mapper(cfg))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable[list[dict]]:
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
+    ) -> DatasetEvaluator:
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     def build_hooks(self) -> list[HookBase]:
         # DefaultTrainer.__init__ creates self.checkpointer, then calls build_hooks, whose
@@ -93,7 +146,7 @@ class D2SegTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
-        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
+        sampler = getattr(self.data_loader, "resumable_sampler", None)
         if self.start_iter == 0:
             return
         if sampler is None:

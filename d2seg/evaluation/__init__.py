@@ -1,18 +1,13 @@
-"""Evaluators, picked by each test dataset's `evaluator_type` metadata.
+"""Evaluators Detectron2 lacks, registered by each test dataset's `evaluator_type`
+(:mod:`d2seg.evaluation.build`), and the evaluation report (:mod:`d2seg.evaluation.report`)."""
 
-:func:`build_evaluator` looks the type up in :data:`EVALUATOR_FACTORIES`; a new family adds
-itself with :func:`register_evaluator` instead of another branch in `train_net.py`.
-"""
-
-from __future__ import annotations
-
-import os
-from collections.abc import Callable
-
-from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
-
+from d2seg.evaluation.build import (
+    EVALUATOR_FACTORIES,
+    EvaluatorFactory,
+    build_evaluator,
+    build_parsing_evaluators,
+    register_evaluator,
+)
 from d2seg.evaluation.cityscapes_evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
@@ -20,111 +15,14 @@ from d2seg.evaluation.cityscapes_evaluation import (
 from d2seg.evaluation.coco_backend import FastCOCOEvaluator
 from d2seg.evaluation.coco_evaluation import MaskScoringCOCOEvaluator, PanopticThingsCOCOEvaluator
 from d2seg.evaluation.panoptic_evaluation import FastCOCOPanopticEvaluator
-from d2seg.evaluation.parsing_evaluation import ParsingEvaluator, build_parsing_evaluators
-from d2seg.evaluation.report import ReportEvaluator
+from d2seg.evaluation.parsing_evaluation import ParsingEvaluator
+from d2seg.evaluation.report import ReportEvaluator, ReportSource
 from d2seg.evaluation.sem_seg_evaluation import D2SegSemSegEvaluator
-
-EvaluatorFactory = Callable[[CfgNode, str, str], list[DatasetEvaluator]]
-EVALUATOR_FACTORIES: dict[str, EvaluatorFactory] = {}
-
-
-def register_evaluator(evaluator_type: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
-    """Decorator: `factory(cfg, dataset_name, output_folder)` serves datasets of this type."""
-
-    def add(factory: EvaluatorFactory) -> EvaluatorFactory:
-        EVALUATOR_FACTORIES[evaluator_type] = factory
-        return factory
-
-    return add
-
-
-def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> DatasetEvaluator:
-    """The evaluator(s) for `dataset_name`, chosen by its metadata's `evaluator_type`."""
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
-    if evaluator_type not in EVALUATOR_FACTORIES:
-        raise NotImplementedError(
-            f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; known types: "
-            f"{sorted(EVALUATOR_FACTORIES)}"
-        )
-    evaluators = EVALUATOR_FACTORIES[evaluator_type](cfg, dataset_name, output_folder)
-    report = cfg.TEST.REPORT
-    if report.ENABLED and output_folder:  # report.html beside the results (report.py)
-        return ReportEvaluator(
-            evaluators,
-            dataset_name,
-            output_folder,
-            gallery_size=report.GALLERY_SIZE if report.GALLERY else 0,
-            config_file=report.CONFIG_FILE,
-            metrics_path=os.path.join(cfg.OUTPUT_DIR, "metrics.json"),
-        )
-    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
-
-
-@register_evaluator("coco")
-def _coco(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
-    return [
-        MaskScoringCOCOEvaluator(
-            dataset_name, output_dir=output_folder, eval_backend=cfg.TEST.EVAL_BACKEND
-        )
-    ]
-
-
-@register_evaluator("sem_seg")
-def _sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
-    return [D2SegSemSegEvaluator(dataset_name, output_dir=output_folder)]
-
-
-def _panoptic_quality(cfg: CfgNode, dataset_name: str, output_folder: str):
-    """PQ from the maps in memory; the submission PNGs + json only when
-    TEST.PANOPTIC_WRITE_PREDICTIONS asks for them."""
-    write = cfg.TEST.PANOPTIC_WRITE_PREDICTIONS
-    return FastCOCOPanopticEvaluator(dataset_name, output_folder if write else None)
-
-
-@register_evaluator("coco_panoptic_seg")
-def _coco_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str) -> list[DatasetEvaluator]:
-    """PQ, plus box/mask AP where instance annotations exist and mIoU where stuff PNGs exist
-    (the "separated" registrations Panoptic FPN uses)."""
-    metadata = MetadataCatalog.get(dataset_name)
-    evaluators: list[DatasetEvaluator] = [_panoptic_quality(cfg, dataset_name, output_folder)]
-    if metadata.get("json_file"):
-        evaluators.append(
-            PanopticThingsCOCOEvaluator(
-                dataset_name, output_dir=output_folder, eval_backend=cfg.TEST.EVAL_BACKEND
-            )
-        )
-    if metadata.get("sem_seg_root"):
-        evaluators.append(D2SegSemSegEvaluator(dataset_name, output_dir=output_folder))
-    return evaluators
-
-
-@register_evaluator("cityscapes_instance")
-def _cityscapes_instance(cfg: CfgNode, dataset_name: str, output_folder: str):
-    return [CityscapesInstanceEvaluator(dataset_name)]
-
-
-@register_evaluator("cityscapes_sem_seg")
-def _cityscapes_sem_seg(cfg: CfgNode, dataset_name: str, output_folder: str):
-    return [CityscapesSemSegEvaluator(dataset_name)]
-
-
-@register_evaluator("cityscapes_panoptic_seg")
-def _cityscapes_panoptic(cfg: CfgNode, dataset_name: str, output_folder: str):
-    """PQ, Cityscapes mIoU and instance AP. The instance evaluator skips outputs without
-    `instances` (MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES off), so no model key is read here."""
-    return [
-        _panoptic_quality(cfg, dataset_name, output_folder),
-        CityscapesSemSegEvaluator(dataset_name),
-        CityscapesInstanceEvaluator(dataset_name),
-    ]
-
-
-register_evaluator("parsing")(build_parsing_evaluators)  # mIoU, AP^p, PCP + person box AP
-
 
 __all__ = [
     "D2SegSemSegEvaluator",
     "EVALUATOR_FACTORIES",
+    "EvaluatorFactory",
     "CityscapesInstanceEvaluator",
     "CityscapesSemSegEvaluator",
     "FastCOCOEvaluator",
@@ -133,6 +31,8 @@ __all__ = [
     "ParsingEvaluator",
     "PanopticThingsCOCOEvaluator",
     "ReportEvaluator",
+    "ReportSource",
     "build_evaluator",
+    "build_parsing_evaluators",
     "register_evaluator",
 ]

@@ -24,6 +24,9 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from d2seg.data.datasets.cityscapes import train_id_to_label_id
+from d2seg.evaluation.gallery_items import instance_gallery_item, semantic_gallery_item
+from d2seg.evaluation.per_image_scores import SCORE_NAMES
+from d2seg.evaluation.report.protocol import ReportSource, ScoreDefinition
 from d2seg.utils.file_io import atomic_imwrite, atomic_open
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -92,12 +95,16 @@ def _image_key(input_dict: dict) -> tuple[str, str]:
     ]
 
 
-class _CityscapesEvaluator(DatasetEvaluator):
+class _CityscapesEvaluator(DatasetEvaluator, ReportSource):
     """Collects per-image predictions on every process and evaluates them on the main one with
-    the official script `OFFICIAL_MODULE`, against each image's `*_{GT_SUFFIX}` file."""
+    the official script `OFFICIAL_MODULE`, against each image's `*_{GT_SUFFIX}` file. When the
+    report asks, each image is scored for its gallery by `GALLERY_ITEM` (the `GALLERY_TASK`
+    score of :mod:`d2seg.evaluation.per_image_scores`)."""
 
     OFFICIAL_MODULE = ""
     GT_SUFFIX = ""
+    GALLERY_TASK = ""
+    GALLERY_ITEM = staticmethod(instance_gallery_item)
 
     def __init__(self, dataset_name: str):
         self._metadata = MetadataCatalog.get(dataset_name)
@@ -105,6 +112,12 @@ class _CityscapesEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._predictions = []
+
+    def per_image_score(self) -> ScoreDefinition:
+        return ScoreDefinition(self.GALLERY_TASK, SCORE_NAMES[self.GALLERY_TASK])
+
+    def _score_for_gallery(self, inputs, outputs) -> None:
+        self.score_images(self._metadata.name, inputs, outputs, self.GALLERY_ITEM)
 
     def evaluate(self):
         comm.synchronize()
@@ -145,6 +158,7 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
 
     OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling"
     GT_SUFFIX = "gtFine_instanceIds.png"
+    GALLERY_TASK = "instance"
 
     def __init__(self, dataset_name: str):
         super().__init__(dataset_name)
@@ -167,6 +181,7 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
                 for c, s, m in zip(instances.pred_classes, scores, masks)
             ]
             self._predictions.append((_image_key(input_dict), found))
+        self._score_for_gallery(inputs, outputs)
 
     def _write_prediction(self, prediction_dir: str, stem: str, found: list) -> None:
         """One PNG per instance, listed with its label id and score in `<stem>_pred.txt`."""
@@ -188,6 +203,8 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
 
     OFFICIAL_MODULE = "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"
     GT_SUFFIX = "gtFine_labelIds.png"
+    GALLERY_TASK = "semantic"
+    GALLERY_ITEM = staticmethod(semantic_gallery_item)
 
     def __init__(self, dataset_name: str):
         super().__init__(dataset_name)
@@ -198,6 +215,7 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
             train_ids = output["sem_seg"].argmax(dim=0).to("cpu").numpy().astype(np.uint8)
             png = cv2.imencode(".png", self._to_label_id[train_ids])[1].tobytes()
             self._predictions.append((_image_key(input_dict), png))
+        self._score_for_gallery(inputs, outputs)
 
     def _write_prediction(self, prediction_dir: str, stem: str, png: bytes) -> None:
         with atomic_open(os.path.join(prediction_dir, f"{stem}_pred.png"), "wb") as f:

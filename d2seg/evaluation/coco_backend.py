@@ -31,6 +31,10 @@ import numpy as np
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 
+from d2seg.evaluation.gallery_items import instance_gallery_item
+from d2seg.evaluation.per_image_scores import SCORE_NAMES
+from d2seg.evaluation.report.panels import PrecisionRecallPanel
+from d2seg.evaluation.report.protocol import Panel, ReportSource, ScoreDefinition
 from d2seg.utils.file_io import staged_output_dir
 
 logger = logging.getLogger(__name__)
@@ -120,9 +124,10 @@ def hotcoco_in_detectron2(load_gt: Callable[[], object]) -> Iterator[None]:
         detectron2_coco._evaluate_predictions_on_coco = original
 
 
-class FastCOCOEvaluator(COCOEvaluator):
+class FastCOCOEvaluator(COCOEvaluator, ReportSource):
     """Detectron2's ``COCOEvaluator`` whose AP comes from ``eval_backend`` (module docstring);
-    every other argument and every result key is Detectron2's."""
+    every other argument and every result key is Detectron2's. Gives the report its
+    precision-recall curves and, when asked, each image's instance score."""
 
     def __init__(
         self,
@@ -137,7 +142,7 @@ class FastCOCOEvaluator(COCOEvaluator):
         super().__init__(dataset_name, tasks, distributed, output_dir, **kwargs)
         self.precisions: dict[str, np.ndarray] = {}
         """COCOeval's ``eval["precision"]`` of each task of the last evaluation, (IoU
-        thresholds, recall points, categories, areas, maxDets); the report's PR curves."""
+        thresholds, recall points, categories, areas, maxDets)."""
         self._eval_backend = resolve_eval_backend(eval_backend)
         self._hotcoco_api = None
         if self._eval_backend == "hotcoco":
@@ -154,6 +159,18 @@ class FastCOCOEvaluator(COCOEvaluator):
         super().reset()
         self.precisions = {}
 
+    def process(self, inputs, outputs) -> None:
+        super().process(inputs, outputs)
+        self.score_images(self._metadata.name, inputs, outputs, instance_gallery_item)
+
+    def per_image_score(self) -> ScoreDefinition:
+        return ScoreDefinition("instance", SCORE_NAMES["instance"])
+
+    def report_panels(self) -> list[Panel]:
+        """Precision-recall curves of each task (area "all", the largest maxDets, averaged
+        over the categories with ground truth, as COCO AP averages)."""
+        return [PrecisionRecallPanel(task, p) for task, p in sorted(self.precisions.items())]
+
     def evaluate(self, img_ids=None):
         """Detectron2's, with its result files (``instances_predictions.pth``,
         ``coco_instances_results.json``) written atomically."""
@@ -166,7 +183,7 @@ class FastCOCOEvaluator(COCOEvaluator):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names)
         if not self._coco_api.getAnnIds():
             # COCOeval leaves AP undefined (-1, nan here) without ground truth; an empty
-            # annotation list is a valid dataset (issue 10), on which nothing is found: 0
+            # annotation list is a valid dataset, on which nothing is found: 0
             self._logger.warning(
                 f"{self._metadata.name} has no ground-truth annotation: {iou_type} AP is 0"
             )

@@ -93,20 +93,20 @@ class ScratchArrays:
 class PairCounter(Protocol):
     """Counts the pixels of every (ground-truth index, predicted index) pair of one image.
 
-    The evaluator reads the ground truth on a worker thread (:meth:`read_ground_truth`) while
-    the calling thread prepares predictions and counts; ``buffer`` (0 or 1) names which of two
-    sets of work arrays an image uses, so that one image can be read while the other is
-    counted."""
+    :meth:`read_ground_truth` and :meth:`prepare` may be called on another thread than
+    :meth:`count` (they use separate work arrays). Their results live in the counter's work
+    arrays until the next call of the same method; a caller that reads one image while it
+    counts another alternates two counters."""
 
     name: str
 
-    def read_ground_truth(self, path: str, buffer: int) -> np.ndarray:
+    def read_ground_truth(self, path: str) -> np.ndarray:
         """The ground truth of a panoptic PNG, in the form :meth:`count` takes."""
 
-    def prepare(self, pred_ids: np.ndarray, keys: np.ndarray, largest: int, buffer: int, where):
+    def prepare(self, pred_ids: np.ndarray, keys: np.ndarray, largest: int, where: str):
         """What :meth:`count` takes of a predicted id map (ids in [0, `largest`] and in
-        [0, 2^24)) whose ``segments_info`` lists `keys`; valid until the next call with the
-        same `buffer`. Raises naming `where` when the map holds an id that `keys` lack."""
+        [0, 2^24)) whose ``segments_info`` lists `keys`. Raises naming `where` when the map
+        holds an id that `keys` lack."""
 
     def count(self, ground_truth, gt_keys, prediction, pred_keys, where) -> np.ndarray:
         """The (G + 2, P + 2) int64 pixel counts. `ground_truth`: a :meth:`read_ground_truth`
@@ -187,13 +187,13 @@ class NumpyPairCounter:
 
     def __init__(self) -> None:
         self._indexer = SegmentIndexer()
-        self._gt_buffers = (ScratchArrays(), ScratchArrays())
+        self._gt_scratch = ScratchArrays()  # the reading thread's own work arrays
 
-    def read_ground_truth(self, path: str, buffer: int) -> np.ndarray:
-        return decode_panoptic_png(path, self._gt_buffers[buffer])
+    def read_ground_truth(self, path: str) -> np.ndarray:
+        return decode_panoptic_png(path, self._gt_scratch)
 
-    def prepare(self, pred_ids, keys, largest, buffer, where) -> np.ndarray:
-        index = self._indexer(pred_ids, keys, slot=f"pred_index{buffer}", largest=largest)
+    def prepare(self, pred_ids, keys, largest, where) -> np.ndarray:
+        index = self._indexer(pred_ids, keys, slot="pred_index", largest=largest)
         if index.size and not index.all():  # index 0: an id that segments_info does not list
             raise _unlisted_error(where, pred_ids, keys)
         return index
@@ -309,17 +309,17 @@ class NumbaPairCounter:
             raise RuntimeError("NumbaPairCounter reads id maps as little-endian bytes")
         self._scratch = ScratchArrays()
 
-    def read_ground_truth(self, path: str, buffer: int) -> np.ndarray:
-        return read_panoptic_png(path)  # a fresh array: nothing shared between buffers
+    def read_ground_truth(self, path: str) -> np.ndarray:
+        return read_panoptic_png(path)  # a fresh array
 
-    def prepare(self, pred_ids, keys, largest, buffer, where) -> np.ndarray:
+    def prepare(self, pred_ids, keys, largest, where) -> np.ndarray:
         """The map itself where it is C-contiguous int32 (Detectron2's ``panoptic_seg``: held
         until the next ``process()`` call counts it, as Detectron2's evaluators hold their
         outputs), else an int32 copy (which holds every id in [0, 2^24), checked by the
         caller)."""
         if pred_ids.dtype == np.int32 and pred_ids.flags.c_contiguous:
             return pred_ids
-        copy = self._scratch.get(f"pred{buffer}", pred_ids.shape, np.int32)
+        copy = self._scratch.get("pred", pred_ids.shape, np.int32)
         np.copyto(copy, pred_ids, casting="unsafe")
         return copy
 

@@ -54,12 +54,15 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_every_n_seconds
 from tabulate import tabulate
 
+from d2seg.evaluation.gallery_items import OutputsDrawing
 from d2seg.evaluation.panoptic_counting import (
     ID_LIMIT,
     PairCounter,
     encode_panoptic_png,
     make_pair_counter,
 )
+from d2seg.evaluation.per_image_scores import SCORE_NAMES, panoptic_score
+from d2seg.evaluation.report.protocol import ClassTable, ReportSource, ScoreDefinition, ScoredImage
 from d2seg.utils.file_io import atomic_json_dump
 
 logger = logging.getLogger(__name__)
@@ -100,10 +103,9 @@ def prepare_prediction(
     category_index: Mapping[int, int],
     counter: PairCounter,
     where: str = "image",
-    buffer: int = 0,
 ) -> PreparedPrediction:
     """Check a predicted (H, W) id map against its ``segments_info`` (``id``,
-    ``category_id``) and hand it to `counter` (its work arrays `buffer`). Raises what
+    ``category_id``) and hand it to `counter` (valid until its next ``prepare``). Raises what
     panopticapi rejects on the prediction side (an id outside [0, 2^24), one listed twice, an
     unknown category; with :class:`NumpyPairCounter` also an id in the map but not in
     ``segments_info``, which the numba counter finds while counting), naming ``where``."""
@@ -115,7 +117,7 @@ def prepare_prediction(
     where = f"{where} (prediction)"
     keys = _segment_ids(pred_segments, where)
     categories = _category_columns(pred_segments, category_index, where)
-    pixels = counter.prepare(pred_ids, keys, largest, buffer, where)
+    pixels = counter.prepare(pred_ids, keys, largest, where)
     return PreparedPrediction(pixels, keys, categories)
 
 
@@ -240,12 +242,13 @@ class _ReadImage(NamedTuple):
     entry: dict  # its item of ``_predictions``; scoring adds "stats"
     segments_info: list  # the ground truth's
     prediction: PreparedPrediction
-    ground_truth: np.ndarray  # as the counter read it, in its work arrays `buffer`
-    buffer: int
+    ground_truth: np.ndarray  # as `counter` read it, in its work arrays
+    counter: PairCounter  # the one of the evaluator's two that read and prepared it
     where: str
+    gallery: tuple | None  # (index, record, output) when the report's gallery is on
 
 
-class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
+class FastCOCOPanopticEvaluator(COCOPanopticEvaluator, ReportSource):
     """Detectron2's ``COCOPanopticEvaluator`` (same arguments, same ``panoptic_seg`` result
     keys PQ, SQ, RQ and their ``_th`` / ``_st`` variants), computed from the maps in memory.
 
@@ -255,18 +258,22 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
     GIL), the calling thread scores the previous image and checks this one's prediction. An
     image's statistics thus appear in ``_predictions`` one call later (``evaluate()`` scores
     the last one). Each call waits for its own reading, so no work is left running between
-    calls. Pixels are counted by a :mod:`~d2seg.evaluation.panoptic_counting` counter:
-    ``counting`` "auto" takes numba's where installed, else NumPy's (same numbers).
+    calls. Pixels are counted by :mod:`~d2seg.evaluation.panoptic_counting` counters, two of
+    them taking turns so that the image being read never shares work arrays with the one being
+    scored: ``counting`` "auto" takes numba's where installed, else NumPy's (same numbers).
     ``evaluate()`` gathers the per-image counts on the main process, which logs the
     per-category table (kept with the counts in :attr:`pq_results`, panopticapi's result shape)
     and, with ``output_dir``, writes ``predictions.json`` and the PNGs in ``predictions/``
     beside it, atomically.
+
+    For the report it gives the per-category PQ table and, when asked, each image's PQ, handed
+    over when the image is scored (one call late, as above).
     """
 
     def __init__(self, dataset_name: str, output_dir: str | None = None, *, counting: str = "auto"):
         super().__init__(dataset_name, output_dir)
         self._ground_truth: dict | None = None
-        self._counter = make_pair_counter(counting)
+        self._counters = (make_pair_counter(counting), make_pair_counter(counting))
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="d2seg-panoptic-gt")
         self._read: _ReadImage | None = None
         self.pq_results: dict | None = None
@@ -323,12 +330,13 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
             gt_path = PathManager.get_local_path(
                 os.path.join(self._metadata.panoptic_root, annotation["file_name"])
             )
-            # the previous image stays in the other work arrays until it is scored below
-            buffer = 1 - self._read.buffer if self._read else 0
-            reading = self._reader.submit(self._counter.read_ground_truth, gt_path, buffer)
+            # the previous image stays in the other counter's work arrays until scored below
+            first, second = self._counters
+            counter = second if self._read is not None and self._read.counter is first else first
+            reading = self._reader.submit(counter.read_ground_truth, gt_path)
             try:  # meanwhile, on this thread: the previous image, then this one's prediction
                 self._score_read()
-                entry, prediction = self._prepare(image_id, input_, output, buffer)
+                entry, prediction = self._prepare(image_id, input_, output, counter)
             finally:
                 futures.wait([reading])  # nothing of this call runs on after it
             read = _ReadImage(
@@ -336,13 +344,14 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
                 annotation["segments_info"],
                 prediction,
                 reading.result(),  # raises here for an unreadable ground truth
-                buffer,
+                counter,
                 f"image {image_id!r}",
+                self._gallery_candidate(input_, output),
             )
             self._predictions.append(entry)
             self._read = read
 
-    def _prepare(self, image_id, input_: Mapping, output: Mapping, buffer: int):
+    def _prepare(self, image_id, input_: Mapping, output: Mapping, counter: PairCounter):
         """This image's ``_predictions`` item and its checked prediction."""
         pred_ids, segments_info = output["panoptic_seg"]
         pred_ids = pred_ids.cpu().numpy()
@@ -353,9 +362,8 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
             pred_ids,
             segments,
             self._ground_truth["category_index"],
-            self._counter,
+            counter,
             where=f"image {image_id!r}",
-            buffer=buffer,
         )
         entry = {"image_id": image_id}
         if self._output_dir:
@@ -374,9 +382,53 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
                 read.segments_info,
                 read.prediction,
                 self._ground_truth["category_index"],
-                self._counter,
+                read.counter,
                 where=read.where,
             )
+            if read.gallery is not None:
+                with self.gallery_work():
+                    self._hand_over_score(read.entry["stats"], *read.gallery)
+
+    def _gallery_candidate(self, input_: Mapping, output: Mapping) -> tuple | None:
+        """What the gallery needs of the image once it is scored (None: gallery off)."""
+        if not self.gallery_enabled:
+            return None
+        with self.gallery_work():
+            return (
+                self.next_gallery_index(),
+                self.dataset_record(self._metadata.name, input_),
+                output,
+            )
+
+    def _hand_over_score(self, stats: np.ndarray, index: int, record: dict, output) -> None:
+        score = panoptic_score(stats)
+        if score is None:
+            return
+
+        def drawing() -> OutputsDrawing:  # made only for an image that enters the gallery
+            ids, segments_info = output["panoptic_seg"]
+            outputs = {"panoptic_seg": (ids.to("cpu"), segments_info)}
+            return OutputsDrawing(self._metadata.name, outputs, record)
+
+        self.hand_over(ScoredImage(index, record["file_name"], score, drawing))
+
+    def per_image_score(self) -> ScoreDefinition:
+        return ScoreDefinition("panoptic", SCORE_NAMES["panoptic"])
+
+    def report_tables(self) -> list[ClassTable]:
+        """PQ / SQ / RQ (x100) and TP / FP / FN of every category of the last evaluation."""
+        if not self.pq_results:
+            return []
+        rows = []
+        for category in self._load_ground_truth()["content"]["categories"]:
+            values = self.pq_results["per_class"][category["id"]]
+            rows.append(
+                [category.get("name", str(category["id"]))]
+                + [(None, 100 * values[k]) for k in ("pq", "sq", "rq")]
+                + [(None, values[k]) for k in ("tp", "fp", "fn")]
+            )
+        header = ["category", "PQ", "SQ", "RQ", "TP", "FP", "FN"]
+        return [ClassTable("panoptic_seg", header, rows)]
 
     def evaluate(self) -> OrderedDict | None:
         self._score_read()
@@ -397,7 +449,9 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
             )
         categories = ground_truth["content"]["categories"]
         self.pq_results = pq_from_stats(sum(p["stats"] for p in by_image.values()), categories)
-        logger.info(f"PQ from the in-memory maps of {len(by_image)} images ({self._counter.name})")
+        logger.info(
+            f"PQ from the in-memory maps of {len(by_image)} images ({self._counters[0].name})"
+        )
         if self._output_dir:
             self._write_predictions(list(by_image.values()), ground_truth["content"])
         _log_tables(self.pq_results, categories)

@@ -16,7 +16,7 @@ authors' reference does (soeaver/Parsing-R-CNN, ``utils/data/evaluation/parsing_
   threshold t, going down the ranking, each detection is matched to the *unclaimed* person of
   its image with the highest overlap (the first one on ties); it is a true positive when that
   overlap is > t (strict), which claims the person, and a false positive otherwise
-  (``matching="unclaimed"``, the default, as issue 8 defines AP^p). The reference matches a
+  (``matching="unclaimed"``, the default). The reference matches a
   detection to its best person whether or not that one is claimed already, so a detection whose
   best person was taken is a false positive even when another person of the image overlaps it
   by more than t (``matching="reference"``, VOC's rule, which the published numbers use). AP is
@@ -43,14 +43,16 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from PIL import Image
 from tabulate import tabulate
 
-from d2seg.evaluation.coco_backend import FastCOCOEvaluator
+from d2seg.evaluation.gallery_items import OutputsDrawing, confident_instances, draw_labels
+from d2seg.evaluation.per_image_scores import SCORE_NAMES, confusion_score
+from d2seg.evaluation.report.panels import ConfusionPanel
+from d2seg.evaluation.report.protocol import Panel, ReportSource, ScoreDefinition, ScoredImage
 from d2seg.utils.file_io import atomic_json_dump
 
 logger = logging.getLogger(__name__)
@@ -324,13 +326,30 @@ def _read_labels(path: str, image_size: tuple[int, int], image_id) -> np.ndarray
     return labels
 
 
-class ParsingEvaluator(DatasetEvaluator):
+class PartsDrawing(OutputsDrawing):
+    """The report gallery's drawing of a parsing image: the confident detections' part maps
+    beside the record's ground-truth part map (background left undrawn on both sides)."""
+
+    def draw_ground_truth(self, image: np.ndarray) -> np.ndarray:
+        metadata = MetadataCatalog.get(self.dataset_name)
+        with Image.open(self.record["parsing_semseg_file_name"]) as labels:
+            parts = np.asarray(labels).astype(np.int32)
+        parts[parts == 0] = 255  # background left undrawn, as in the prediction
+        palette = Metadata(
+            stuff_classes=list(metadata.parsing_classes),
+            stuff_colors=[list(c) for c in metadata.parsing_colors],
+        )
+        return draw_labels(image, parts, palette)
+
+
+class ParsingEvaluator(DatasetEvaluator, ReportSource):
     """mIoU, AP^p (50, vol, per threshold), PCP_50 and per-class IoU of ``pred_parsing``.
 
     Reads the ground truth named by the dataset's records (``parsing_semseg_file_name`` and
     each person's ``parsing_file_name``) and the outputs' ``instances.pred_parsing`` (pasted
     with ``label_crops``) and ``instances.parsing_scores``. See the module docstring for the
     exact definitions; person-box AP comes from Detectron2's COCO evaluator beside this one.
+    Gives the report the part confusion matrix and, when asked, each image's part mIoU.
     """
 
     def __init__(
@@ -428,6 +447,32 @@ class ParsingEvaluator(DatasetEvaluator):
                 self._semseg_score_thresh,
             )
             self._stats.append(stats)
+            if self.gallery_enabled:
+                with self.gallery_work():
+                    self._score_for_gallery(input_, output, stats)
+
+    def _score_for_gallery(self, input_, output, stats: ImageStats) -> None:
+        index = self.next_gallery_index()
+        record = self.dataset_record(self._dataset_name, input_)
+        if stats.confusion is None:
+            return
+        score = confusion_score(stats.confusion)
+        if score is None:
+            return
+
+        def drawing() -> PartsDrawing:  # made only for an image that enters the gallery
+            outputs = confident_instances(output, "parsing_scores")
+            return PartsDrawing(self._dataset_name, outputs, record)
+
+        self.hand_over(ScoredImage(index, record["file_name"], score, drawing))
+
+    def per_image_score(self) -> ScoreDefinition:
+        return ScoreDefinition("parsing", SCORE_NAMES["parsing"])
+
+    def report_panels(self) -> list[Panel]:
+        if self.confusion is None:
+            return []
+        return [ConfusionPanel("parsing", self.confusion, self._class_names)]
 
     def evaluate(self):
         stats = self._stats
@@ -454,7 +499,7 @@ class ParsingEvaluator(DatasetEvaluator):
             (s.confusion for s in stats if s.confusion is not None),
             np.zeros((num_classes, num_classes), np.int64),
         )
-        self.confusion = confusion  # ground truth by row; the report draws it
+        self.confusion = confusion  # ground truth by row
         semantic = semantic_metrics(confusion)
         aps, pcps = ap_and_pcp(stats, self._ap_score_thresh, self._matching)
         fifty = IOU_THRESHOLDS.index(0.5)
@@ -475,28 +520,3 @@ class ParsingEvaluator(DatasetEvaluator):
         ]
         logger.info(f"{self._dataset_name}: part IoU\n" + tabulate(table, ["part", "IoU"]))
         return {key: float(value) for key, value in results.items()}
-
-
-def build_parsing_evaluators(
-    cfg: CfgNode, dataset_name: str, output_folder: str | None
-) -> list[DatasetEvaluator]:
-    """Parsing metrics (keys under ``cfg.TEST.PARSING``) plus person-box AP with d2seg's COCO
-    evaluator (TEST.EVAL_BACKEND) on the prepared json; the factory of
-    ``evaluator_type="parsing"``."""
-    settings = cfg.TEST.PARSING
-    return [
-        ParsingEvaluator(
-            dataset_name,
-            semseg_score_thresh=settings.SEMSEG_SCORE_THRESH,
-            ap_score_thresh=settings.AP_SCORE_THRESH,
-            count_empty_images=settings.COUNT_EMPTY_IMAGES,
-            matching=settings.MATCHING,
-            output_dir=output_folder,
-        ),
-        FastCOCOEvaluator(
-            dataset_name,
-            tasks=("bbox",),
-            output_dir=output_folder,
-            eval_backend=cfg.TEST.EVAL_BACKEND,
-        ),
-    ]

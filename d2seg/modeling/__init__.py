@@ -2,4 +2,8 @@
 register themselves in Detectron2's registries when their module is imported here."""
 
 # registration only
-from d2seg.modeling import backbone, meta_arch, roi_heads, sem_seg  # noqa: F401
+from d2seg.modeling import backbone, meta_arch, panoptic_deeplab, roi_heads, sem_seg  # noqa: F401
+from d2seg.modeling.meta_arch import D2SegSemanticSegmentor, MaskScoringPanopticFPN
+from d2seg.modeling.panoptic_deeplab import D2SegPanopticDeepLab
+
+__all__ = ["D2SegPanopticDeepLab", "D2SegSemanticSegmentor", "MaskScoringPanopticFPN"]

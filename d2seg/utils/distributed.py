@@ -17,6 +17,8 @@ def cpu_friendly_ddp() -> Iterator[None]:
     requires on CPU), so `train_net.py --num-gpus N MODEL.DEVICE cpu` trains N processes over
     gloo. GPU models are wrapped exactly as before.
     """
+    # DefaultTrainer.__init__ calls this module-level function directly and offers no hook for
+    # the DDP wrapping, so the function is swapped for the duration of the trainer's __init__
     original = detectron2_defaults.create_ddp_model
 
     def create_ddp_model(model, **kwargs):

@@ -27,7 +27,7 @@ def _types(evaluator):
     return [type(e) for e in inner]
 
 
-def test_types_cover_the_issue_list():
+def test_types_cover_every_dataset_family():
     assert {
         "coco",
         "coco_panoptic_seg",

@@ -37,7 +37,7 @@ from d2seg.evaluation.panoptic_evaluation import (
 )
 from tests.helpers.gt_predictions import instances_from_record, panoptic_from_record
 
-TOLERANCE = 1e-9  # the parity bound
+TOLERANCE = 1e-9  # parity bound with panopticapi and Detectron2
 SAMPLE_NAME = "d2seg_test_pq_coco_sample"
 # both pixel counters, where numba is installed (the fast-eval extra; `make setup` installs it)
 COUNTINGS = ["numpy"] + (["numba"] if compiled_pair_kernel() is not None else [])

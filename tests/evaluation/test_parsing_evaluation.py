@@ -16,7 +16,7 @@ from PIL import Image
 
 from d2seg.config import load_config
 from d2seg.data.datasets.human_parsing import CIHP_CLASSES
-from d2seg.evaluation import build_evaluator
+from d2seg.evaluation import build_evaluator, build_parsing_evaluators
 from d2seg.evaluation import parsing_evaluation as pe
 from d2seg.evaluation.coco_backend import FastCOCOEvaluator
 from d2seg.modeling.postprocessing.parsing import PartProbabilities
@@ -450,7 +450,7 @@ def test_factory_reads_only_test_keys(dataset, tmp_path):
             }
         }
     )
-    parsing, boxes = pe.build_parsing_evaluators(cfg, name, None)
+    parsing, boxes = build_parsing_evaluators(cfg, name, None)
     assert isinstance(boxes, FastCOCOEvaluator) and boxes._tasks == ("bbox",)
     assert (parsing._semseg_score_thresh, parsing._ap_score_thresh) == (0.05, 0.01)
     assert parsing._count_empty_images is False and parsing._matching == "reference"

@@ -20,7 +20,8 @@ from PIL import Image
 
 from d2seg.config import load_config
 from d2seg.evaluation import ReportEvaluator, build_evaluator
-from d2seg.evaluation.report import _split_gallery, pr_curves
+from d2seg.evaluation.report import ConfusionPanel, ScoredImage, pr_curves
+from d2seg.evaluation.report.gallery import Gallery, split_gallery
 from d2seg.modeling.postprocessing.parsing import PartProbabilities
 from tests.helpers.configs import CONFIG_ROOT, CPU
 from tests.helpers.gt_predictions import instances_from_record, panoptic_from_record
@@ -93,7 +94,7 @@ def run_report(cfg_overrides, dataset_name, pairs, output_dir: Path):
     evaluator.reset()
     for input_, output in pairs:
         evaluator.process([input_], [output])
-    kept = sum(len(heap) for heap in (evaluator._best, evaluator._worst))
+    kept = evaluator.gallery_candidates
     assert kept <= 2 * GALLERY  # outputs kept for the gallery candidates only
     results = evaluator.evaluate()
     page = ReportPage((folder / "report.html").read_text())
@@ -197,7 +198,8 @@ def test_sem_seg_report_with_confusion_matrix(synthetic_root, tmp_path):
     check_page(results, page, folder, expected)
     assert "Confusion matrix" in page.headings and "Precision-recall" not in page.headings
     # the confusion matrix: ground truth by row, shares of the row; grass rows partly sky
-    conf = evaluator._find(SemSegEvaluator)._conf_matrix[:-1, :-1].T
+    (panel,) = evaluator.gallery_source.report_panels()
+    conf = panel.confusion
     shares = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     cells = page.values[-(len(classes) ** 2) :]
     assert cells == pytest.approx(shares.ravel().tolist())
@@ -211,7 +213,8 @@ def test_gallery_off_scores_nothing(synthetic_root, tmp_path):
         ["TEST.REPORT.GALLERY", "False"], name, pairs, tmp_path
     )
     check_page(results, page, folder, None)
-    assert evaluator._records is None and evaluator._task is None  # no record even read
+    assert evaluator.gallery_source is None  # no evaluator asked for scores
+    assert evaluator.gallery_candidates == 0
     assert "Gallery" not in page.headings and not page.images
 
 
@@ -363,7 +366,7 @@ def test_report_failure_is_logged_not_raised(synthetic_root, tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(ReportEvaluator, "_confusion_section", broken)
+    monkeypatch.setattr(ConfusionPanel, "to_html", broken)
     cfg = load_config(str(CONFIG_ROOT / "Base-RCNN-FPN.yaml"), CPU)
     evaluator = build_evaluator(cfg, name, str(tmp_path))
     evaluator.reset()
@@ -413,13 +416,13 @@ def test_cityscapes_panoptic_report(cityscapes_datasets, tmp_path):
         ([0.1, 0.9, 0.4, 0.8, 0.2, 0.6], ["img1", "img3"], ["img0", "img4"]),
     ],
 )
-def test_gallery_heaps(scores, best, worst, tmp_path):
-    evaluator = ReportEvaluator([], "d2seg_synthetic_sem_seg_val", str(tmp_path), gallery_size=2)
+def test_gallery_heaps(scores, best, worst):
+    gallery = Gallery(2)
     kept = []
     for index, score in enumerate(scores):
-        compact = lambda index=index: kept.append(index) or {}  # noqa: E731
-        evaluator._offer(score, (0, index), f"img{index}", compact)
-    chosen = _split_gallery([(evaluator._best, evaluator._worst, len(scores), 0.0)], 2)
+        drawing = lambda index=index: kept.append(index) or {}  # noqa: E731
+        gallery.offer(ScoredImage(index, f"img{index}", score, drawing))
+    chosen = split_gallery([gallery], 2)
     assert [[name for _, name, _ in group] for group in chosen] == [best, worst]
     assert len(kept) == len(set(kept))  # each image's outputs kept once, only when needed
     if scores[2:] == [0.4, 0.8, 0.2, 0.6]:

@@ -63,11 +63,11 @@ TINY_PANOPTIC_DEEPLAB = CPU + [
     "1",
     "MODEL.RESNETS.RES5_MULTI_GRID",
     "[1, 1]",
-    "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS",
+    "MODEL.SEM_SEG_HEAD.PANOPTIC_DEEPLAB.ASPP_CHANNELS",
     "32",
     "MODEL.SEM_SEG_HEAD.CONVS_DIM",
     "32",
-    "MODEL.SEM_SEG_HEAD.HEAD_CHANNELS",
+    "MODEL.SEM_SEG_HEAD.PANOPTIC_DEEPLAB.HEAD_CHANNELS",
     "32",
     "MODEL.INS_EMBED_HEAD.ASPP_CHANNELS",
     "32",
@@ -86,7 +86,8 @@ TINY_PANOPTIC_DEEPLAB = CPU + [
     "DATASETS.TRAIN",
     "('d2seg_synthetic_panoptic_train',)",
 ]
-# shrinks a semantic-segmentation config (issue 11 heads) to an undilated R-18 with narrow heads
+# shrinks a semantic-segmentation config to an undilated R-18 with narrow heads (and, through
+# tiny_sem_seg_overrides, narrow auxiliary heads)
 TINY_SEM_SEG = CPU + [
     "MODEL.RESNETS.DEPTH",
     "18",
@@ -102,8 +103,6 @@ TINY_SEM_SEG = CPU + [
     "[1, 1]",
     "MODEL.SEM_SEG_HEAD.CONVS_DIM",
     "16",
-    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
-    "8",
     "INPUT.SEM_SEG_SCALE",
     "()",
     "INPUT.MIN_SIZE_TRAIN",
@@ -124,6 +123,20 @@ TINY_TIMM = {
     ]
     for width in (18, 48)
 }
+
+
+TINY_AUX_CHANNELS = 8  # width of every auxiliary head of a tiny semantic config
+
+
+def tiny_sem_seg_overrides(config_name: str) -> list[str]:
+    """TINY_SEM_SEG (+ TINY_TIMM) for `config_name`, with each of its auxiliary heads narrowed
+    to TINY_AUX_CHANNELS (the AUX list is replaced whole, so it is read from the config)."""
+    from d2seg.config import load_config
+
+    overrides = TINY_SEM_SEG + TINY_TIMM.get(config_name, [])
+    aux = load_config(str(CONFIG_ROOT / config_name), overrides).MODEL.SEM_SEG_HEAD.AUX
+    narrow = [dict(entry) | {"CHANNELS": TINY_AUX_CHANNELS} for entry in aux]
+    return overrides + ["MODEL.SEM_SEG_HEAD.AUX", repr(narrow)]
 
 
 def resumable_schedule(max_iter: int, checkpoint_period: int, warmup_iters: int) -> list[str]:

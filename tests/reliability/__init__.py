@@ -1,1 +1,1 @@
-"""Issue 10: kill and resume, distributed runs, bad input, numerical faults, atomic outputs."""
+"""Reliability: kill and resume, distributed runs, bad input, numerical faults, atomic outputs."""

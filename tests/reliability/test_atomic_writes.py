@@ -1,5 +1,5 @@
-"""No lost results (issue 10, items 1 and 5): files are replaced whole or not at all, by an
-exception, a kill during the write, or a kill during a checkpoint save."""
+"""No lost results: files are replaced whole or not at all, by an exception, a kill during the
+write, or a kill during a checkpoint save."""
 
 import json
 import signal

@@ -1,5 +1,5 @@
-"""Bad input (issue 10, item 3): each fault gives one error naming the culprit (file, key,
-value) before anything is trained or written."""
+"""Bad input: each fault gives one error naming the culprit (file, key, value) before anything
+is trained or written."""
 
 import contextlib
 import copy
@@ -18,9 +18,9 @@ from PIL import Image
 from d2seg.config import load_config
 from d2seg.data import build_train_mapper
 from d2seg.data.mappers.base import DatasetFileError
-from d2seg.engine import D2SegCheckpointer, build_resumable_train_loader
+from d2seg.engine import D2SegCheckpointer, D2SegTrainer, build_resumable_train_loader
 from tests.helpers.configs import CONFIG_ROOT, TINY_PANOPTIC_DEEPLAB, TINY_RCNN
-from tests.helpers.scripts import load_script, run_script
+from tests.helpers.scripts import run_script
 from tests.reliability.coco_subset import make_coco_subset
 
 CONFIG = str(CONFIG_ROOT / "quickstart" / "mask_rcnn_R_18_FPN_synthetic.yaml")
@@ -171,7 +171,7 @@ def test_config_errors_name_file_key_and_value(tmp_path):
 
 
 def test_weights_missing_or_of_another_architecture(synthetic_root, tmp_path):
-    build = load_script("tools/train_net.py").Trainer.build_model
+    build = D2SegTrainer.build_model
     model = build(load_config(CONFIG, TINY_RCNN))
     with pytest.raises(FileNotFoundError, match="no_such_model.pth"):
         D2SegCheckpointer(model).load(str(tmp_path / "no_such_model.pth"))
@@ -240,7 +240,7 @@ def test_empty_annotation_list_trains_and_evaluates(synthetic_root, tmp_path):
         with pytest.raises(DatasetFileError, match=rf"{name}.*No valid data found"):
             _first_batch(name)
         cfg = load_config(CONFIG, [*opts, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"])
-        trainer = load_script("tools/train_net.py").Trainer(cfg)
+        trainer = D2SegTrainer(cfg)
         trainer.train()
         results = trainer._last_eval_results
         assert set(results) == {"bbox", "segm"}

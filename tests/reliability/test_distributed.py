@@ -1,6 +1,6 @@
-"""Distributed runs on CPU over gloo (issue 10, item 2): 2 single-process machines on
-127.0.0.1 through Detectron2's `launch`, one process holding an image without foreground,
-and evaluation under 2 processes equal to evaluation in 1 process."""
+"""Distributed runs on CPU over gloo: 2 single-process machines on 127.0.0.1 through
+Detectron2's `launch`, one process holding an image without foreground, and evaluation under 2
+processes equal to evaluation in 1 process."""
 
 import contextlib
 import json
@@ -42,8 +42,8 @@ RUN = TINY_RCNN + [
     "96",
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
     "0.0",  # an untrained model still yields detections to evaluate
-    # no running statistics: with BN each process ends training with its own (README,
-    # "Running at scale"), and its end-of-training evaluation uses them
+    # no running statistics: with BN each process ends training with its own
+    # (docs/running_at_scale.md), and its end-of-training evaluation uses them
     "MODEL.RESNETS.NORM",
     "FrozenBN",
 ]

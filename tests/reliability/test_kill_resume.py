@@ -1,5 +1,5 @@
-"""Kill and resume (issue 10, item 1): a run killed with SIGKILL after its second checkpoint
-and resumed with `--resume` ends with the same weights as a run that was never interrupted."""
+"""Kill and resume: a run killed with SIGKILL after its second checkpoint and resumed with
+`--resume` ends with the same weights as a run that was never interrupted."""
 
 import os
 import signal

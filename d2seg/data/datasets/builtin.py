@@ -8,8 +8,6 @@ import os
 from d2seg.data.datasets.cityscapes import register_all_cityscapes
 from d2seg.data.datasets.human_parsing import register_all_human_parsing
 from d2seg.data.datasets.synthetic import register_all_synthetic
-from d2seg.data.datasets.synthetic_parsing import register_all_synthetic_parsing
-from d2seg.data.datasets.synthetic_sem_seg import register_all_synthetic_sem_seg
 
 
 def datasets_root() -> str:
@@ -18,11 +16,10 @@ def datasets_root() -> str:
 
 
 def register_all(root: str) -> None:
+    """Register every dataset family d2seg adds, with its files under `root`."""
     register_all_synthetic(root)
     register_all_cityscapes(root)
     register_all_human_parsing(root)
-    register_all_synthetic_parsing(root)
-    register_all_synthetic_sem_seg(root)
 
 
 register_all(datasets_root())

@@ -11,9 +11,27 @@ from detectron2.data import transforms as T
 from detectron2.projects.panoptic_deeplab.target_generator import PanopticDeepLabTargetGenerator
 from panopticapi.utils import rgb2id
 
-from d2seg.data.mappers import register_mapper
+from d2seg.config import register_config
 from d2seg.data.mappers.base import files_named_on_error
+from d2seg.data.mappers.build import register_mapper
 from d2seg.data.panoptic_utils import check_panoptic_segments
+
+
+@register_config(
+    "INPUT.GAUSSIAN_SIGMA",
+    "INPUT.SMALL_INSTANCE_AREA",
+    "INPUT.SMALL_INSTANCE_WEIGHT",
+    "INPUT.IGNORE_CROWD_IN_SEMANTIC",
+    "INPUT.IGNORE_STUFF_IN_OFFSET",
+)
+def add_panoptic_deeplab_mapper_config(cfg: CfgNode) -> None:
+    """Panoptic-DeepLab's target generation, under INPUT with the names Detectron2's project
+    gives them, so its configs' values carry over."""
+    cfg.INPUT.GAUSSIAN_SIGMA = 8.0  # centre heatmap Gaussian (paper sec. 3.2; project: 10)
+    cfg.INPUT.SMALL_INSTANCE_AREA = 4096  # instances below 64 x 64 pixels (strict <) get ...
+    cfg.INPUT.SMALL_INSTANCE_WEIGHT = 3  # ... this semantic loss weight (an integer there)
+    cfg.INPUT.IGNORE_CROWD_IN_SEMANTIC = False  # crowd pixels keep their semantic label
+    cfg.INPUT.IGNORE_STUFF_IN_OFFSET = True  # offsets are learnt on thing pixels only
 
 
 def build_target_generator(cfg: CfgNode, dataset_name: str) -> PanopticDeepLabTargetGenerator:

@@ -10,8 +10,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from PIL import Image
 
-from d2seg.data.mappers import register_mapper
 from d2seg.data.mappers.base import D2SegDatasetMapper, DatasetFileError
+from d2seg.data.mappers.build import register_mapper
 from d2seg.data.targets.parsing import PersonPartMaps, flip_lookup
 
 

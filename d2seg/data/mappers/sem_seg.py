@@ -17,9 +17,28 @@ from __future__ import annotations
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 
-from d2seg.data.mappers import register_mapper
+from d2seg.config import register_config
 from d2seg.data.mappers.base import D2SegDatasetMapper
+from d2seg.data.mappers.build import register_mapper
 from d2seg.data.panoptic_utils import VOID_LABEL
+
+
+@register_config(
+    "INPUT.SEM_SEG_SCALE",
+    "INPUT.SEM_SEG_RATIO_RANGE",
+    "INPUT.PHOTOMETRIC_DISTORTION",
+    "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA",
+)
+def add_sem_seg_mapper_config(cfg: CfgNode) -> None:
+    """The semantic training mapper: MMSegmentation's RandomResize scale (w, h) and ratio range
+    ((): Detectron2's MIN_SIZE_TRAIN resize), photometric distortion and crop constraint."""
+    cfg.INPUT.SEM_SEG_SCALE = ()  # Cityscapes (2048, 1024), ADE20K (2048, 512)
+    cfg.INPUT.SEM_SEG_RATIO_RANGE = (0.5, 2.0)  # MMSeg RandomResize ratio_range
+    cfg.INPUT.PHOTOMETRIC_DISTORTION = False  # brightness / contrast / saturation jitter
+    # Largest fraction of the crop one class may cover (MMSeg cat_max_ratio 0.75; 1.0: off), the
+    # name Detectron2's DeepLab project gives it.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+
 
 PHOTOMETRIC_PROBABILITY = 0.5  # PhotoMetricDistortion applies each change with probability 0.5
 BRIGHTNESS_RANGE = (0.875, 1.125)  # +-32 of 255 at mid-grey, as a multiplier

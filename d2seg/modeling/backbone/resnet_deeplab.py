@@ -22,6 +22,8 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 from detectron2.projects.deeplab.resnet import DeepLabStem
 
+from d2seg.config import register_config
+
 # Blocks per stage by depth. Detectron2's `ResNet.make_default_stages` holds the same table but
 # also fixes a 64-channel stem, which the 128-channel DeepLab stem is not.
 _BLOCKS_PER_STAGE = {
@@ -40,6 +42,23 @@ def _block_dilations(dilation: int, grid: list[int], contract: bool) -> list[int
     if contract and dilation > 1 and all(g == 1 for g in grid):
         rates[0] = dilation // 2
     return rates
+
+
+@register_config(
+    "MODEL.RESNETS.STEM_TYPE",
+    "MODEL.RESNETS.RES4_DILATION",
+    "MODEL.RESNETS.CONTRACT_DILATION",
+    "MODEL.RESNETS.RES5_MULTI_GRID",
+)
+def add_resnet_deeplab_config(cfg: CfgNode) -> None:
+    """The dilated ResNet variants beside Detectron2's RESNETS keys: Panoptic-DeepLab's R-52
+    (paper sec. 4: 3-conv stem, res5 dilated, multi-grid) and MMSegmentation's ResNetV1c-D8
+    (mmseg/models/backbones/resnet.py: res4 dilation 2, res5 dilation 4)."""
+    r = cfg.MODEL.RESNETS
+    r.STEM_TYPE = "basic"  # "deeplab": three 3x3 convs (the last to 128 ch)
+    r.RES4_DILATION = 1  # dilation of res4 (2 for output stride 8)
+    r.CONTRACT_DILATION = False  # first block of a dilated stage at rate / 2 (MMSeg contract)
+    r.RES5_MULTI_GRID = [1, 1, 1]  # dilation multipliers of res5's 3 blocks
 
 
 @BACKBONE_REGISTRY.register()

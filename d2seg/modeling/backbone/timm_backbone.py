@@ -27,6 +27,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor, nn
 
+from d2seg.config import register_config
 from d2seg.modeling.sem_seg.decode_head import resize
 
 # extra timm arguments per model family (by name prefix); see the module docstring
@@ -149,6 +150,27 @@ class TimmBackbone(Backbone):
             )
             for f in self._out_features
         }
+
+
+def _unless_timm(cfg: CfgNode) -> str | None:
+    name = cfg.MODEL.BACKBONE.NAME
+    if name == "build_timm_backbone":
+        return None
+    return f"MODEL.BACKBONE.NAME is {name!r}, not 'build_timm_backbone'"
+
+
+@register_config("MODEL.TIMM", unread_reason=_unless_timm)
+def add_timm_backbone_config(cfg: CfgNode) -> None:
+    """timm backbones (BACKBONE.NAME "build_timm_backbone"). Defaults are timm's own; configs
+    set MMSegmentation's values."""
+    t = cfg.MODEL.TIMM = CfgNode()
+    t.NAME = ""  # timm model name, e.g. "mobilenetv3_large_100" (built with pretrained=False)
+    t.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # res5 = the deepest level, res4 the next
+    t.OUTPUT_STRIDE = 32  # 8 / 16 dilate the last stages (models with timm output_stride only)
+    t.DROP_PATH_RATE = -1.0  # stochastic depth (< 0: timm's default; MMSeg Swin-T: 0.3)
+    t.OUTPUT_NORM = False  # LayerNorm on every output (MMSeg SwinTransformer's norm{i})
+    t.CONCAT_FEATURE = ""  # extra output: OUT_FEATURES resized + concatenated (HRNetV2); "": none
+    t.NORM = "BN"  # "BN" (timm's BatchNorm) or "SyncBN" (converted)
 
 
 @BACKBONE_REGISTRY.register()

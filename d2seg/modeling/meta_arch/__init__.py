@@ -1,11 +1,8 @@
 from d2seg.modeling.meta_arch.mask_scoring_panoptic_fpn import (  # registration only
     MaskScoringPanopticFPN,
 )
-from d2seg.modeling.meta_arch.panoptic_deeplab import (  # registration only
-    D2SegPanopticDeepLab,
-)
 from d2seg.modeling.meta_arch.semantic_segmentor import (  # registration only
     D2SegSemanticSegmentor,
 )
 
-__all__ = ["D2SegPanopticDeepLab", "D2SegSemanticSegmentor", "MaskScoringPanopticFPN"]
+__all__ = ["D2SegSemanticSegmentor", "MaskScoringPanopticFPN"]

@@ -15,6 +15,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from torch import Tensor
 
+from d2seg.config import register_config
+
 INFERENCE_MODES = ("whole", "slide")
 
 
@@ -32,6 +34,18 @@ def sliding_windows(
             y2, x2 = min(row * stride_h + crop_h, height), min(col * stride_w + crop_w, width)
             windows.append((max(y2 - crop_h, 0), y2, max(x2 - crop_w, 0), x2))
     return windows
+
+
+@register_config("TEST.SEM_SEG")
+def add_semantic_inference_config(cfg: CfgNode) -> None:
+    """Inference of D2SegSemanticSegmentor: whole image or sliding window, plus test-time
+    augmentation; MMSegmentation's `test_cfg` and its multi-scale flip pipeline."""
+    test = cfg.TEST.SEM_SEG = CfgNode()
+    test.MODE = "whole"  # "whole" or "slide"
+    test.CROP_SIZE = [769, 769]  # sliding window (h, w) (MMSeg 769x769 Cityscapes configs)
+    test.STRIDE = [513, 513]  # sliding-window step (h, w)
+    test.SCALES = [1.0]  # image rescaling ratios averaged (MMSeg TTA: 0.5 ... 1.75)
+    test.FLIP = False  # also average the horizontally flipped image
 
 
 @META_ARCH_REGISTRY.register()

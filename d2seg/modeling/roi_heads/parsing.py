@@ -22,13 +22,18 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from d2seg.data.targets.parsing import check_part_ids, parsing_iou
+from d2seg.config import register_config
 from d2seg.modeling.postprocessing.parsing import PartProbabilities
 from d2seg.modeling.roi_heads.mask_scoring import (
     iou_conv_layers,
     iou_fc_layers,
     iou_predictor,
     maskiou_loss,
+)
+from d2seg.modeling.roi_heads.parsing_targets import (
+    check_part_ids,
+    crop_and_resize_part_maps,
+    parsing_iou,
 )
 
 ROI_PARSING_HEAD_REGISTRY = Registry("ROI_PARSING_HEAD")
@@ -86,6 +91,44 @@ class NonLocalBlock2d(nn.Module):
         )  # (N, HW, HW / 4)
         y = (g @ affinity.transpose(1, 2)).reshape(n, self.inner_channels, height, width)
         return x + self.norm(self.out(y))
+
+
+@register_config(
+    "MODEL.PARSING_ON",
+    "MODEL.ROI_PARSING_HEAD",
+    "MODEL.PARSINGIOU_ON",
+    "MODEL.ROI_PARSINGIOU_HEAD",
+)
+def add_parsing_config(cfg: CfgNode) -> None:
+    """Parsing R-CNN (Yang et al., CVPR 2019). Defaults are the authors' CIHP R-50-FPN configs
+    (soeaver/Parsing-R-CNN, cfgs/CIHP/e2e_parsing_rcnn_R-50-FPN_*x_ms.yaml over
+    rcnn/core/config.py); the ParsingIoU head is RP R-CNN's (Yang et al., 2020)."""
+    cfg.MODEL.PARSING_ON = False  # add the parsing branch (ParsingROIHeads)
+    head = cfg.MODEL.ROI_PARSING_HEAD = CfgNode()
+    head.NAME = "ParsingGCEHead"  # entry of ROI_PARSING_HEAD_REGISTRY
+    head.IN_FEATURES = ["p2"]  # every RoI pooled from P2 only (reference ROI_STRIDES [4])
+    head.POOLER_RESOLUTION = 32  # RoIAlign output (reference ROI_XFORM_RESOLUTION)
+    head.POOLER_SAMPLING_RATIO = 2  # reference ROI_XFORM_SAMPLING_RATIO
+    head.POOLER_TYPE = "ROIAlignV2"  # as Detectron2's heads (reference: unaligned ROIAlign)
+    head.NUM_PARSING = 20  # part classes incl. background (CIHP / LIP 20, MHP-v2 59)
+    head.RESOLUTION = 128  # side of the predicted logits and targets (paper sec. 3.1)
+    head.ASPP_DIM = 256  # width of each ASPP branch (reference ASPPV3_DIM)
+    head.ASPP_DILATIONS = [6, 12, 18]  # dilations of the 3x3 ASPP branches
+    head.CONV_DIM = 512  # width after the ASPP and of the convs after the non-local block
+    head.NUM_CONVS = 4  # 3x3 convs after the non-local block (NUM_CONVS_AFTER_ASPPV3)
+    head.USE_NONLOCAL = True  # non-local block after the ASPP (reference USE_NL)
+    head.NONLOCAL_RATIO = 1.0  # non-local inner width / CONV_DIM (reference NL_RATIO)
+    head.NORM = ""  # norm of the head's convs: "" (Parsing R-CNN) or "GN" (RP R-CNN)
+    head.ROI_SIZE_PER_IMG = 16  # foreground RoIs per image sampled for the loss (-1: all)
+    head.LOSS_WEIGHT = 2.0  # cross-entropy weight ("double loss weight" in the configs)
+    head.IGNORE_VALUE = 255  # target id left out of the loss (reference PARSING_IGNORE_LABEL)
+    cfg.MODEL.PARSINGIOU_ON = False  # RP R-CNN re-scoring: parsing_scores = sqrt(score x IoU)
+    iou = cfg.MODEL.ROI_PARSINGIOU_HEAD = CfgNode()
+    iou.NUM_CONV = 2  # 3x3 convs, the last with stride 2 (reference NUM_STACKED_CONVS)
+    iou.CONV_DIM = 128  # their width
+    iou.NUM_FC = 2  # hidden fully connected layers after global average pooling
+    iou.FC_DIM = 256  # their width (reference MLP_DIM)
+    iou.LOSS_WEIGHT = 1.0  # weight of the L2 loss on RoIs with a positive IoU target
 
 
 @ROI_PARSING_HEAD_REGISTRY.register()
@@ -439,6 +482,10 @@ class ParsingROIHeads(StandardROIHeads):
         with_rois = [x for x in proposals if len(x)]
         if not with_rois:
             return torch.zeros((0, side, side), dtype=torch.long, device=logits.device)
-        return cat(
-            [x.gt_parsing.crop_and_resize(x.proposal_boxes.tensor, side) for x in with_rois]
-        ).to(logits.device)
+        targets = [
+            crop_and_resize_part_maps(
+                x.gt_parsing.maps, x.gt_parsing.person_index, x.proposal_boxes.tensor, side
+            )
+            for x in with_rois
+        ]
+        return cat(targets).to(logits.device)

@@ -1,6 +1,5 @@
-"""Dense heads: Panoptic-DeepLab's semantic and instance branches on Detectron2's DeepLabV3+
-decoder, and the semantic decode heads of issue 11 (one file each, on `decode_head.DecodeHead`).
-Each registers itself in Detectron2's registries when imported here."""
+"""Semantic decode heads, one file each on `decode_head.DecodeHead`. Each registers itself in
+Detectron2's SEM_SEG_HEADS_REGISTRY, and declares its config node, when imported here."""
 
 from d2seg.modeling.sem_seg.ann_head import ANNHead  # registration only
 from d2seg.modeling.sem_seg.aspp_head import (  # registration only
@@ -15,12 +14,6 @@ from d2seg.modeling.sem_seg.fcn_head import FCNHead  # registration only
 from d2seg.modeling.sem_seg.isa_head import ISAHead  # registration only
 from d2seg.modeling.sem_seg.lraspp_head import LRASPPHead  # registration only
 from d2seg.modeling.sem_seg.ocr_head import OCRHead  # registration only
-from d2seg.modeling.sem_seg.panoptic_deeplab_instance_head import (  # registration only
-    D2SegPanopticDeepLabInsEmbedHead,
-)
-from d2seg.modeling.sem_seg.panoptic_deeplab_semantic_head import (  # registration only
-    D2SegPanopticDeepLabSemSegHead,
-)
 from d2seg.modeling.sem_seg.psa_head import PSAHead  # registration only
 from d2seg.modeling.sem_seg.psp_head import PSPHead  # registration only
 from d2seg.modeling.sem_seg.uper_head import UPerHead  # registration only
@@ -31,8 +24,6 @@ __all__ = [
     "ASPPV2Head",
     "CCHead",
     "DAHead",
-    "D2SegPanopticDeepLabInsEmbedHead",
-    "D2SegPanopticDeepLabSemSegHead",
     "DenseASPPHead",
     "DepthwiseSeparableASPPHead",
     "FCNHead",

@@ -19,7 +19,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu
+from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, sem_seg_head_config
 
 
 def pyramid_pool(x: Tensor, scales: list[int]) -> Tensor:
@@ -58,10 +58,19 @@ class PyramidNonLocal(nn.Module):
         return self.out(context)
 
 
+@sem_seg_head_config("ANN")
+def add_ann_config(node: CfgNode) -> None:
+    """ANN's asymmetric non-local blocks (MMSegmentation `ANNHead`)."""
+    node.PROJECT_CHANNELS = 256  # key / query / value width (MMSeg ANNHead project_channels)
+    node.KEY_POOL_SCALES = [1, 3, 6, 8]  # pyramid-pooled keys (ANN paper sec. 3.2)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class ANNHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): project_channels (ANN_PROJECT_CHANNELS),
-    pool_scales (ANN_KEY_POOL_SCALES)."""
+    """Args (beyond :class:`DecodeHead`'s): project_channels (ANN.PROJECT_CHANNELS),
+    pool_scales (ANN.KEY_POOL_SCALES)."""
+
+    config_nodes = ("ANN",)
 
     @configurable
     def __init__(
@@ -91,10 +100,10 @@ class ANNHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        ann = cfg.MODEL.SEM_SEG_HEAD.ANN
         return cls.base_config(cfg, input_shape) | {
-            "project_channels": sem.ANN_PROJECT_CHANNELS,
-            "pool_scales": list(sem.ANN_KEY_POOL_SCALES),
+            "project_channels": ann.PROJECT_CHANNELS,
+            "pool_scales": list(ann.KEY_POOL_SCALES),
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

@@ -20,7 +20,12 @@ from detectron2.layers import ASPP, DepthwiseSeparableConv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, resize
+from d2seg.modeling.sem_seg.decode_head import (
+    DecodeHead,
+    conv_norm_relu,
+    resize,
+    sem_seg_head_config,
+)
 
 
 def build_aspp(
@@ -41,9 +46,25 @@ def build_aspp(
     return aspp
 
 
+@sem_seg_head_config("ASPP")
+def add_aspp_config(node: CfgNode) -> None:
+    """The atrous rates of every ASPP: DeepLabV3, DeepLabV3+ and Panoptic-DeepLab's semantic
+    branch."""
+    node.DILATIONS = [6, 12, 18]  # at output stride 16 (DeepLabV3 sec. 3.3); OS 8: 12, 24, 36
+
+
+@sem_seg_head_config("DEEPLABV3PLUS")
+def add_deeplabv3plus_config(node: CfgNode) -> None:
+    """DeepLabV3+'s low-level skip."""
+    node.C1_IN_FEATURE = "res2"  # low-level feature fused by the decoder (paper sec. 3.1)
+    node.C1_CHANNELS = 48  # its 1x1 projection width (paper sec. 4.1)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class ASPPHead(DecodeHead):
-    """DeepLabV3. Args (beyond :class:`DecodeHead`'s): dilations (ASPP_DILATIONS)."""
+    """DeepLabV3. Args (beyond :class:`DecodeHead`'s): dilations (ASPP.DILATIONS)."""
+
+    config_nodes = ("ASPP",)
 
     @configurable
     def __init__(self, input_shape: dict[str, ShapeSpec], *, dilations: list[int], **kwargs):
@@ -54,7 +75,7 @@ class ASPPHead(DecodeHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         return cls.base_config(cfg, input_shape) | {
-            "dilations": list(cfg.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS)
+            "dilations": list(cfg.MODEL.SEM_SEG_HEAD.ASPP.DILATIONS)
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:
@@ -64,11 +85,14 @@ class ASPPHead(DecodeHead):
 @SEM_SEG_HEADS_REGISTRY.register()
 class DepthwiseSeparableASPPHead(DecodeHead):
     """DeepLabV3+: separable ASPP on IN_FEATURES[0], upsampled to the low-level feature
-    (C1_IN_FEATURE, projected to C1_CHANNELS), concatenated, two 3x3 separable convs.
+    (DEEPLABV3PLUS.C1_IN_FEATURE, projected to C1_CHANNELS), concatenated, two 3x3 separable
+    convs.
 
-    Args (beyond :class:`DecodeHead`'s): dilations (ASPP_DILATIONS), c1_feature,
+    Args (beyond :class:`DecodeHead`'s): dilations (ASPP.DILATIONS), c1_feature,
     c1_shape (its ShapeSpec), c1_channels.
     """
+
+    config_nodes = ("ASPP", "DEEPLABV3PLUS")
 
     @configurable
     def __init__(
@@ -105,17 +129,17 @@ class DepthwiseSeparableASPPHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
-        if sem.C1_IN_FEATURE not in input_shape:
+        skip = cfg.MODEL.SEM_SEG_HEAD.DEEPLABV3PLUS
+        if skip.C1_IN_FEATURE not in input_shape:
             raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.C1_IN_FEATURE {sem.C1_IN_FEATURE!r} is not a backbone "
-                f"output ({sorted(input_shape)})"
+                f"MODEL.SEM_SEG_HEAD.DEEPLABV3PLUS.C1_IN_FEATURE {skip.C1_IN_FEATURE!r} is not a "
+                f"backbone output ({sorted(input_shape)})"
             )
         return cls.base_config(cfg, input_shape) | {
-            "dilations": list(sem.ASPP_DILATIONS),
-            "c1_feature": sem.C1_IN_FEATURE,
-            "c1_shape": input_shape[sem.C1_IN_FEATURE],
-            "c1_channels": sem.C1_CHANNELS,
+            "dilations": list(cfg.MODEL.SEM_SEG_HEAD.ASPP.DILATIONS),
+            "c1_feature": skip.C1_IN_FEATURE,
+            "c1_shape": input_shape[skip.C1_IN_FEATURE],
+            "c1_channels": skip.C1_CHANNELS,
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

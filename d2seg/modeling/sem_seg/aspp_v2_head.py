@@ -10,13 +10,21 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead
+from d2seg.modeling.sem_seg.decode_head import DecodeHead, sem_seg_head_config
+
+
+@sem_seg_head_config("ASPP_V2")
+def add_aspp_v2_config(node: CfgNode) -> None:
+    """DeepLab v2's ASPP-L."""
+    node.DILATIONS = [6, 12, 18, 24]  # ASPP-L rates (DeepLab v2 paper sec. 3.3)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class ASPPV2Head(DecodeHead):
     """Args (beyond :class:`DecodeHead`'s; CONVS_DIM and DROPOUT are unused): dilations
-    (ASPP_V2_DILATIONS)."""
+    (ASPP_V2.DILATIONS)."""
+
+    config_nodes = ("ASPP_V2",)
 
     has_classifier = False
 
@@ -35,7 +43,7 @@ class ASPPV2Head(DecodeHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         return cls.base_config(cfg, input_shape) | {
-            "dilations": list(cfg.MODEL.SEM_SEG_HEAD.ASPP_V2_DILATIONS)
+            "dilations": list(cfg.MODEL.SEM_SEG_HEAD.ASPP_V2.DILATIONS)
         }
 
     def predict(self, features: dict[str, Tensor]) -> Tensor:

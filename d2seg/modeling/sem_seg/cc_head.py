@@ -15,7 +15,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, FCNConvs
+from d2seg.modeling.sem_seg.decode_head import DecodeHead, FCNConvs, sem_seg_head_config
 
 KEY_REDUCTION = 8  # query / key channels = C / 8 (paper sec. 3.2, C' < C; mmcv's choice)
 
@@ -44,10 +44,19 @@ class CrissCrossAttention(nn.Module):
         return self.gamma * out + x
 
 
+@sem_seg_head_config("CCNET")
+def add_ccnet_config(node: CfgNode) -> None:
+    """CCNet's criss-cross attention head (MMSegmentation `CCHead`, an FCN head)."""
+    node.RECURRENCE = 2  # criss-cross attention passes (paper sec. 3.3, R = 2)
+    node.CONCAT_INPUT = True  # concat input and output, then a 3x3 conv (MMSeg CCHead)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class CCHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): recurrence (CCNET_RECURRENCE), concat_input
-    (FCN_CONCAT_INPUT)."""
+    """Args (beyond :class:`DecodeHead`'s): recurrence (CCNET.RECURRENCE), concat_input
+    (CCNET.CONCAT_INPUT)."""
+
+    config_nodes = ("CCNET",)
 
     @configurable
     def __init__(
@@ -66,10 +75,10 @@ class CCHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        ccnet = cfg.MODEL.SEM_SEG_HEAD.CCNET
         return cls.base_config(cfg, input_shape) | {
-            "recurrence": sem.CCNET_RECURRENCE,
-            "concat_input": sem.FCN_CONCAT_INPUT,
+            "recurrence": ccnet.RECURRENCE,
+            "concat_input": ccnet.CONCAT_INPUT,
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

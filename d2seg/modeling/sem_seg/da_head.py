@@ -15,7 +15,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import Classifier, DecodeHead, conv_norm_relu
+from d2seg.modeling.sem_seg.decode_head import (
+    Classifier,
+    DecodeHead,
+    conv_norm_relu,
+    sem_seg_head_config,
+)
 
 
 class PositionAttention(nn.Module):
@@ -53,9 +58,17 @@ class ChannelAttention(nn.Module):
         return self.gamma * torch.bmm(attention, flat).view(n, c, h, w) + x
 
 
+@sem_seg_head_config("DANET")
+def add_danet_config(node: CfgNode) -> None:
+    """DANet's position attention (MMSegmentation `DAHead`)."""
+    node.PAM_CHANNELS = 64  # position-attention query / key width (MMSeg DAHead pam_channels)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class DAHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): pam_channels (DANET_PAM_CHANNELS)."""
+    """Args (beyond :class:`DecodeHead`'s): pam_channels (DANET.PAM_CHANNELS)."""
+
+    config_nodes = ("DANET",)
 
     @configurable
     def __init__(self, input_shape: dict[str, ShapeSpec], *, pam_channels: int = 64, **kwargs):
@@ -84,7 +97,7 @@ class DAHead(DecodeHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         return cls.base_config(cfg, input_shape) | {
-            "pam_channels": cfg.MODEL.SEM_SEG_HEAD.DANET_PAM_CHANNELS
+            "pam_channels": cfg.MODEL.SEM_SEG_HEAD.DANET.PAM_CHANNELS
         }
 
     def branch_outputs(self, features: dict[str, Tensor]) -> dict[str, Tensor]:

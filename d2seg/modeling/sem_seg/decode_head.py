@@ -2,21 +2,133 @@
 (mmseg/models/decode_heads/decode_head.py): a head computes a CONVS_DIM-channel map from the
 backbone features (`layers`), then Dropout2d(0.1) and a 1x1 classifier; the logits are resized
 bilinearly to the input resolution. Training adds cross-entropy with ignore 255, optionally
-per-class weights and pixel OHEM (`OHEMPixelSampler`), and optionally the auxiliary FCN head on
-res4 (one 3x3 conv to 256 channels, loss weight 0.4) of MMSegmentation's R-50-D8 configs.
+per-class weights and pixel OHEM (`OHEMPixelSampler`), and the auxiliary FCN heads of
+MODEL.SEM_SEG_HEAD.AUX (MMSegmentation's R-50-D8 configs: one, on res4, one 3x3 conv to 256
+channels, loss weight 0.4).
 
 Subclasses register in Detectron2's SEM_SEG_HEADS_REGISTRY and run inside Detectron2's
 `SemanticSegmentor` (or d2seg's `D2SegSemanticSegmentor`, which adds sliding-window inference
-and test-time augmentation).
+and test-time augmentation). A head's own keys live in its sub-node of MODEL.SEM_SEG_HEAD,
+declared in its file with :func:`sem_seg_head_config` and named in its `config_nodes`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
+
+from d2seg.config import register_config
+
+AUX_HEAD_DEFAULTS = {
+    "IN_FEATURE": "res4",  # backbone feature the auxiliary FCN head reads (MMSeg: res4)
+    "CHANNELS": 256,  # width of its convs (MMSeg auxiliary_head channels)
+    "NUM_CONVS": 1,  # its k x k convs (MMSeg auxiliary_head num_convs)
+    "KERNEL_SIZE": 3,  # their kernel (MMSeg HRNet OCR / FCN cascade: 1)
+    "LOSS_WEIGHT": 0.4,  # weight of its cross-entropy (MMSeg auxiliary_head loss_weight)
+}
+"""Keys of one entry of MODEL.SEM_SEG_HEAD.AUX; an entry may leave any of them out."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuxHeadSpec:
+    """One auxiliary FCN head: `num_convs` k x k conv-norm-ReLU from `in_feature`
+    (`in_channels`) to `channels`, a classifier, and its loss weight."""
+
+    in_feature: str
+    in_channels: int
+    channels: int
+    num_convs: int = 1
+    kernel_size: int = 3
+    loss_weight: float = 0.4
+
+
+def aux_head_entries(cfg: CfgNode) -> list[dict]:
+    """MODEL.SEM_SEG_HEAD.AUX with every entry completed from :data:`AUX_HEAD_DEFAULTS`;
+    ValueError naming the entry and key for anything else."""
+    aux = cfg.MODEL.SEM_SEG_HEAD.AUX
+    if not isinstance(aux, (list, tuple)):
+        raise ValueError(f"MODEL.SEM_SEG_HEAD.AUX must be a list of auxiliary heads, not {aux!r}")
+    entries = []
+    for index, entry in enumerate(aux):
+        where = f"MODEL.SEM_SEG_HEAD.AUX[{index}]"
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{where} must be a mapping of {sorted(AUX_HEAD_DEFAULTS)}, not {entry!r}"
+            )
+        unknown = sorted(set(entry) - set(AUX_HEAD_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown keys {unknown}; known: {sorted(AUX_HEAD_DEFAULTS)}"
+            )
+        for key, value in entry.items():
+            expected = type(AUX_HEAD_DEFAULTS[key])
+            if not isinstance(value, (int, float) if expected is float else expected):
+                raise ValueError(f"{where}.{key} must be a {expected.__name__}, not {value!r}")
+        entries.append(AUX_HEAD_DEFAULTS | dict(entry))
+    return entries
+
+
+def _check_sem_seg_head_config(cfg: CfgNode) -> None:
+    aux_head_entries(cfg)
+
+
+@register_config("MODEL.SEM_SEG_HEAD", check=_check_sem_seg_head_config)
+def add_decode_head_config(cfg: CfgNode) -> None:
+    """Keys every decode head reads, MMSegmentation's defaults (`BaseDecodeHead`, the
+    `configs/_base_/models/*_r50-d8.py` model files, `OHEMPixelSampler`). Head width is
+    Detectron2's CONVS_DIM (MMSegmentation's `channels`, 512 in its R-50-D8 configs)."""
+    sem = cfg.MODEL.SEM_SEG_HEAD
+    sem.DROPOUT = 0.1  # Dropout2d before the 1x1 classifier (BaseDecodeHead dropout_ratio)
+    sem.ALIGN_CORNERS = False  # bilinear resizes of logits and pyramids (MMSeg configs: False)
+    # auxiliary FCN heads, each a mapping of AUX_HEAD_DEFAULTS' keys ([]: none)
+    sem.AUX = []
+    sem.OHEM = False  # online hard example mining of pixels (MMSeg OHEMPixelSampler)
+    sem.OHEM_THRESH = 0.7  # keep pixels whose true-class prob < this (< 0: hardest by loss)
+    sem.OHEM_MIN_KEPT = 100000  # keep at least this many pixels per image (MMSeg ohem configs)
+    sem.CLASS_WEIGHTS = []  # cross-entropy weight per class ([]: all 1)
+    sem.AVG_NON_IGNORE = False  # average the loss over labelled pixels only (MMSeg: all pixels)
+
+
+def _config_nodes(head_name: str) -> tuple[str, ...]:
+    try:
+        return getattr(SEM_SEG_HEADS_REGISTRY.get(head_name), "config_nodes", ())
+    except KeyError:  # an unknown head fails when the model is built, naming the registry
+        return ()
+
+
+def sem_seg_head_config(node_name: str) -> Callable[[Callable[[CfgNode], None]], Callable]:
+    """Decorator for the function that adds the keys of MODEL.SEM_SEG_HEAD.<node_name> (it
+    receives the new node); the node is read by the heads that list it in `config_nodes`, and
+    a config that sets it for another head fails at load (d2seg.config.check_config)."""
+    path = f"MODEL.SEM_SEG_HEAD.{node_name}"
+
+    def unread_reason(cfg: CfgNode) -> str | None:
+        name = cfg.MODEL.SEM_SEG_HEAD.NAME
+        if node_name in _config_nodes(name):
+            return None
+        readers = sorted(n for n, head in SEM_SEG_HEADS_REGISTRY if node_name in _config_nodes(n))
+        return f"MODEL.SEM_SEG_HEAD.NAME is {name!r}; {path} is read by {', '.join(readers)}"
+
+    def register(add_node_keys: Callable[[CfgNode], None]) -> Callable[[CfgNode], None]:
+        def add_keys(cfg: CfgNode) -> None:
+            cfg.MODEL.SEM_SEG_HEAD[node_name] = CfgNode()
+            add_node_keys(cfg.MODEL.SEM_SEG_HEAD[node_name])
+
+        add_keys.__module__, add_keys.__qualname__ = (
+            add_node_keys.__module__,
+            add_node_keys.__qualname__,
+        )
+        register_config(path, unread_reason=unread_reason)(add_keys)
+        return add_node_keys
+
+    return register
 
 
 def conv_norm_relu(
@@ -115,6 +227,11 @@ def sem_seg_loss(
     return loss.mean()
 
 
+def aux_loss_name(index: int) -> str:
+    """The loss key of auxiliary head `index`."""
+    return "loss_sem_seg_aux" + (str(index) if index else "")
+
+
 class FCNConvs(nn.Module):
     """MMSegmentation's `FCNHead` body: `num_convs` k x k convs to `channels` (k =
     `kernel_size`, 3 there by default), then, with `concat_input`, a k x k conv over [input,
@@ -132,7 +249,7 @@ class FCNConvs(nn.Module):
     ):
         super().__init__()
         if num_convs < 1:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.FCN_NUM_CONVS must be >= 1, not {num_convs}")
+            raise ValueError(f"an FCN head needs num_convs >= 1, not {num_convs}")
         self.convs = nn.Sequential(
             *[
                 conv_norm_relu(
@@ -182,14 +299,15 @@ class DecodeHead(nn.Module):
         loss_weight: weight of the main cross-entropy.
         dropout: Dropout2d rate before the classifier.
         align_corners: of every bilinear resize.
-        aux_feature / aux_channels / aux_loss_weight / aux_kernel_size: the auxiliary FCN head
-            (None: none).
+        aux_heads: the auxiliary FCN heads (MODEL.SEM_SEG_HEAD.AUX).
         class_weights: cross-entropy weight per class (None: all 1).
         ohem_thresh / ohem_min_kept: pixel OHEM (min_kept None: off; thresh None: by loss).
         avg_non_ignore: average the loss over labelled pixels only.
     """
 
     has_classifier = True  # False: the subclass builds its own `classifier` or overrides predict
+    # sub-nodes of MODEL.SEM_SEG_HEAD the head reads (each declared by sem_seg_head_config)
+    config_nodes: tuple[str, ...] = ()
 
     @configurable
     def __init__(
@@ -203,11 +321,7 @@ class DecodeHead(nn.Module):
         loss_weight: float = 1.0,
         dropout: float = 0.1,
         align_corners: bool = False,
-        aux_feature: str | None = None,
-        aux_channels: int = 256,
-        aux_loss_weight: float = 0.4,
-        aux_in_channels: int | None = None,
-        aux_kernel_size: int = 3,
+        aux_heads: tuple[AuxHeadSpec, ...] | list[AuxHeadSpec] = (),
         class_weights: list[float] | None = None,
         ohem_thresh: float | None = None,
         ohem_min_kept: int | None = None,
@@ -240,24 +354,33 @@ class DecodeHead(nn.Module):
         )
         if self.has_classifier:
             self.classifier = Classifier(channels, num_classes, dropout)
-        self.aux_feature = aux_feature
-        self.aux_loss_weight = aux_loss_weight
-        if aux_feature is not None:
-            self.aux_head = nn.Sequential(
-                FCNConvs(aux_in_channels, aux_channels, 1, False, norm, 1, aux_kernel_size),
-                Classifier(aux_channels, num_classes, dropout),
+        self.aux_specs = list(aux_heads)
+        self.aux_heads = nn.ModuleList(
+            nn.Sequential(
+                FCNConvs(
+                    spec.in_channels,
+                    spec.channels,
+                    spec.num_convs,
+                    False,
+                    norm,
+                    kernel_size=spec.kernel_size,
+                ),
+                Classifier(spec.channels, num_classes, dropout),
             )
+            for spec in self.aux_specs
+        )
 
     @classmethod
     def base_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         """The keyword arguments every head takes, from MODEL.SEM_SEG_HEAD."""
         sem = cfg.MODEL.SEM_SEG_HEAD
+        aux = aux_head_entries(cfg)
         missing = [
-            f for f in list(sem.IN_FEATURES) + [sem.AUX_IN_FEATURE] if f and f not in input_shape
+            f for f in [*sem.IN_FEATURES, *(a["IN_FEATURE"] for a in aux)] if f not in input_shape
         ]
         if missing:
             raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES / AUX_IN_FEATURE name {missing}, which the "
+                f"MODEL.SEM_SEG_HEAD.IN_FEATURES / AUX IN_FEATURE name {missing}, which the "
                 f"backbone does not output ({sorted(input_shape)}; see MODEL.RESNETS.OUT_FEATURES)"
             )
         return {
@@ -269,13 +392,17 @@ class DecodeHead(nn.Module):
             "loss_weight": sem.LOSS_WEIGHT,
             "dropout": sem.DROPOUT,
             "align_corners": sem.ALIGN_CORNERS,
-            "aux_feature": sem.AUX_IN_FEATURE or None,
-            "aux_channels": sem.AUX_CHANNELS,
-            "aux_loss_weight": sem.AUX_LOSS_WEIGHT,
-            "aux_kernel_size": sem.AUX_KERNEL_SIZE,
-            "aux_in_channels": input_shape[sem.AUX_IN_FEATURE].channels
-            if sem.AUX_IN_FEATURE
-            else None,
+            "aux_heads": [
+                AuxHeadSpec(
+                    in_feature=a["IN_FEATURE"],
+                    in_channels=input_shape[a["IN_FEATURE"]].channels,
+                    channels=a["CHANNELS"],
+                    num_convs=a["NUM_CONVS"],
+                    kernel_size=a["KERNEL_SIZE"],
+                    loss_weight=a["LOSS_WEIGHT"],
+                )
+                for a in aux
+            ],
             "class_weights": list(sem.CLASS_WEIGHTS) or None,
             "ohem_thresh": sem.OHEM_THRESH if sem.OHEM_THRESH >= 0 else None,
             "ohem_min_kept": sem.OHEM_MIN_KEPT if sem.OHEM else None,
@@ -315,12 +442,27 @@ class DecodeHead(nn.Module):
         losses = {"loss_sem_seg": self.loss(self.predict(features), targets) * self.loss_weight}
         return losses | self.aux_losses(features, targets)
 
-    def aux_losses(self, features: dict[str, Tensor], targets: Tensor) -> dict:
-        """`loss_sem_seg_aux` (x AUX_LOSS_WEIGHT) with the auxiliary head, else nothing."""
-        if self.aux_feature is None:
-            return {}
-        aux_logits = self.aux_head(features[self.aux_feature])
-        return {"loss_sem_seg_aux": self.loss(aux_logits, targets) * self.aux_loss_weight}
+    def aux_logits(self, features: dict[str, Tensor], index: int) -> Tensor:
+        """Class logits of auxiliary head `index` at its input feature's resolution."""
+        return self.aux_heads[index](features[self.aux_specs[index].in_feature])
+
+    def aux_losses(
+        self,
+        features: dict[str, Tensor],
+        targets: Tensor,
+        known_logits: dict[int, Tensor] | None = None,
+    ) -> dict:
+        """One loss per auxiliary head (x its LOSS_WEIGHT): `loss_sem_seg_aux` for the first,
+        `loss_sem_seg_aux1`, `loss_sem_seg_aux2`, ... for the others. `known_logits` holds the
+        logits of heads the caller has already run, by index."""
+        known_logits = known_logits or {}
+        losses = {}
+        for index, spec in enumerate(self.aux_specs):
+            logits = known_logits.get(index)
+            if logits is None:
+                logits = self.aux_logits(features, index)
+            losses[aux_loss_name(index)] = self.loss(logits, targets) * spec.loss_weight
+        return losses
 
     def forward(
         self, features: dict[str, Tensor], targets: Tensor | None = None

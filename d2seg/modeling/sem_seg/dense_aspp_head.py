@@ -14,7 +14,7 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import Classifier, DecodeHead
+from d2seg.modeling.sem_seg.decode_head import Classifier, DecodeHead, sem_seg_head_config
 
 
 def dense_aspp_layer(
@@ -33,10 +33,19 @@ def dense_aspp_layer(
     return nn.Sequential(*[layer for layer in layers if layer is not None])
 
 
+@sem_seg_head_config("DENSE_ASPP")
+def add_dense_aspp_config(node: CfgNode) -> None:
+    """DenseASPP's densely connected atrous layers."""
+    node.DILATIONS = [3, 6, 12, 18, 24]  # rates (DenseASPP paper sec. 3.2)
+    node.GROWTH = 128  # output width of each layer (authors' d_feature1)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class DenseASPPHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): dilations (DENSE_ASPP_DILATIONS), growth
-    (DENSE_ASPP_GROWTH, each layer's output width)."""
+    """Args (beyond :class:`DecodeHead`'s): dilations (DENSE_ASPP.DILATIONS), growth
+    (DENSE_ASPP.GROWTH, each layer's output width)."""
+
+    config_nodes = ("DENSE_ASPP",)
 
     has_classifier = False
 
@@ -68,10 +77,10 @@ class DenseASPPHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        dense = cfg.MODEL.SEM_SEG_HEAD.DENSE_ASPP
         return cls.base_config(cfg, input_shape) | {
-            "dilations": list(sem.DENSE_ASPP_DILATIONS),
-            "growth": sem.DENSE_ASPP_GROWTH,
+            "dilations": list(dense.DILATIONS),
+            "growth": dense.GROWTH,
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

@@ -9,13 +9,22 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, FCNConvs
+from d2seg.modeling.sem_seg.decode_head import DecodeHead, FCNConvs, sem_seg_head_config
+
+
+@sem_seg_head_config("FCN")
+def add_fcn_config(node: CfgNode) -> None:
+    """FCN head (MMSegmentation `FCNHead` in `fcn_r50-d8`)."""
+    node.NUM_CONVS = 2  # 3x3 convs of the FCN head (MMSeg FCNHead num_convs)
+    node.CONCAT_INPUT = True  # concat input and conv output, then a 3x3 conv (MMSeg FCNHead)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class FCNHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): num_convs (FCN_NUM_CONVS), concat_input
-    (FCN_CONCAT_INPUT)."""
+    """Args (beyond :class:`DecodeHead`'s): num_convs (FCN.NUM_CONVS), concat_input
+    (FCN.CONCAT_INPUT)."""
+
+    config_nodes = ("FCN",)
 
     @configurable
     def __init__(
@@ -32,10 +41,10 @@ class FCNHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        fcn = cfg.MODEL.SEM_SEG_HEAD.FCN
         return cls.base_config(cfg, input_shape) | {
-            "num_convs": sem.FCN_NUM_CONVS,
-            "concat_input": sem.FCN_CONCAT_INPUT,
+            "num_convs": fcn.NUM_CONVS,
+            "concat_input": fcn.CONCAT_INPUT,
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

@@ -16,7 +16,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, key_projection
+from d2seg.modeling.sem_seg.decode_head import (
+    DecodeHead,
+    conv_norm_relu,
+    key_projection,
+    sem_seg_head_config,
+)
 
 
 class SelfAttention(nn.Module):
@@ -59,10 +64,19 @@ def interlaced_sparse_attention(
     return x[:, :, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w]
 
 
+@sem_seg_head_config("ISA")
+def add_isa_config(node: CfgNode) -> None:
+    """ISANet's interlaced sparse self-attention (MMSegmentation `ISAHead`)."""
+    node.CHANNELS = 256  # query / key width (MMSeg ISAHead isa_channels)
+    node.DOWN_FACTOR = [8, 8]  # block size (h, w) (MMSeg ISAHead down_factor)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class ISAHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): isa_channels (ISA_CHANNELS), down_factor
-    (ISA_DOWN_FACTOR, the block size)."""
+    """Args (beyond :class:`DecodeHead`'s): isa_channels (ISA.CHANNELS), down_factor
+    (ISA.DOWN_FACTOR, the block size)."""
+
+    config_nodes = ("ISA",)
 
     @configurable
     def __init__(
@@ -83,10 +97,10 @@ class ISAHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        isa = cfg.MODEL.SEM_SEG_HEAD.ISA
         return cls.base_config(cfg, input_shape) | {
-            "isa_channels": sem.ISA_CHANNELS,
-            "down_factor": tuple(sem.ISA_DOWN_FACTOR),
+            "isa_channels": isa.CHANNELS,
+            "down_factor": tuple(isa.DOWN_FACTOR),
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

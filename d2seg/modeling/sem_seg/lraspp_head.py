@@ -17,16 +17,31 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, resize
+from d2seg.modeling.sem_seg.decode_head import (
+    DecodeHead,
+    conv_norm_relu,
+    resize,
+    sem_seg_head_config,
+)
+
+
+@sem_seg_head_config("LRASPP")
+def add_lraspp_config(node: CfgNode) -> None:
+    """LR-ASPP (MMSegmentation `LRASPPHead`)."""
+    node.BRANCH_CHANNELS = [32, 64]  # skip projections (MMSeg LRASPPHead branch_channels)
+    node.POOL_KERNEL = [49, 49]  # the gate's average pool (h, w) (MMSeg LRASPPHead)
+    node.POOL_STRIDE = [16, 20]  # its stride (h, w) (MMSeg LRASPPHead)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class LRASPPHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): branch_channels (LRASPP_BRANCH_CHANNELS, one per
-    IN_FEATURE but the last), pool_kernel / pool_stride (LRASPP_POOL_KERNEL / _STRIDE, (h, w)).
+    """Args (beyond :class:`DecodeHead`'s): branch_channels (LRASPP.BRANCH_CHANNELS, one per
+    IN_FEATURE but the last), pool_kernel / pool_stride (LRASPP.POOL_KERNEL / POOL_STRIDE, (h, w)).
 
     Where the deepest map is smaller than the pooling kernel (inputs below ~392 x 392 at output
     stride 8), the window shrinks to the map; MMSegmentation's `nn.AvgPool2d` raises there."""
+
+    config_nodes = ("LRASPP",)
 
     @configurable
     def __init__(
@@ -42,7 +57,7 @@ class LRASPPHead(DecodeHead):
         in_channels = [input_shape[f].channels for f in self.in_features]
         if len(branch_channels) != len(in_channels) - 1:
             raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.LRASPP_BRANCH_CHANNELS {list(branch_channels)} needs one "
+                f"MODEL.SEM_SEG_HEAD.LRASPP.BRANCH_CHANNELS {list(branch_channels)} needs one "
                 f"width per IN_FEATURE but the last ({self.in_features})"
             )
         channels, norm = self.channels, self.norm
@@ -59,11 +74,11 @@ class LRASPPHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        lraspp = cfg.MODEL.SEM_SEG_HEAD.LRASPP
         return cls.base_config(cfg, input_shape) | {
-            "branch_channels": list(sem.LRASPP_BRANCH_CHANNELS),
-            "pool_kernel": list(sem.LRASPP_POOL_KERNEL),
-            "pool_stride": list(sem.LRASPP_POOL_STRIDE),
+            "branch_channels": list(lraspp.BRANCH_CHANNELS),
+            "pool_kernel": list(lraspp.POOL_KERNEL),
+            "pool_stride": list(lraspp.POOL_STRIDE),
         }
 
     def image_pool(self, x: Tensor) -> Tensor:

@@ -15,7 +15,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, key_projection, resize
+from d2seg.modeling.sem_seg.decode_head import (
+    DecodeHead,
+    conv_norm_relu,
+    key_projection,
+    resize,
+    sem_seg_head_config,
+)
 
 
 def gather_object_regions(features: Tensor, regions: Tensor) -> Tensor:
@@ -48,18 +54,26 @@ class ObjectAttention(nn.Module):
         return self.fuse(torch.cat([self.out(context), x], dim=1))
 
 
+@sem_seg_head_config("OCR")
+def add_ocr_config(node: CfgNode) -> None:
+    """OCRNet's object-contextual representations."""
+    node.CHANNELS = 256  # key / query width (OCR paper sec. 3.3; head width 512 = CONVS_DIM)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class OCRHead(DecodeHead):
     """Args (beyond :class:`DecodeHead`'s, which must have the auxiliary head): ocr_channels
-    (OCR_CHANNELS)."""
+    (OCR.CHANNELS)."""
+
+    config_nodes = ("OCR",)
 
     @configurable
     def __init__(self, input_shape: dict[str, ShapeSpec], *, ocr_channels: int = 256, **kwargs):
         super().__init__(input_shape, **kwargs)
-        if self.aux_feature is None:
+        if not self.aux_specs:
             raise ValueError(
-                "OCRHead reads its soft object regions from the auxiliary FCN head: set "
-                "MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE (res4 in MMSegmentation's OCRNet)"
+                "OCRHead reads its soft object regions from the first auxiliary FCN head: set "
+                "MODEL.SEM_SEG_HEAD.AUX (one head on res4 in MMSegmentation's OCRNet)"
             )
         in_channels = input_shape[self.in_features[0]].channels
         self.bottleneck = conv_norm_relu(in_channels, self.channels, 3, self.norm)
@@ -68,7 +82,7 @@ class OCRHead(DecodeHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         return cls.base_config(cfg, input_shape) | {
-            "ocr_channels": cfg.MODEL.SEM_SEG_HEAD.OCR_CHANNELS
+            "ocr_channels": cfg.MODEL.SEM_SEG_HEAD.OCR.CHANNELS
         }
 
     def ocr(self, features: dict[str, Tensor], regions: Tensor) -> Tensor:
@@ -77,13 +91,12 @@ class OCRHead(DecodeHead):
         return self.object_attention(x, gather_object_regions(x, regions))
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:
-        return self.ocr(features, self.aux_head(features[self.aux_feature]))
+        return self.ocr(features, self.aux_logits(features, 0))
 
     def losses(self, features: dict[str, Tensor], targets: Tensor) -> dict:
-        """`loss_sem_seg` on OCR's logits and `loss_sem_seg_aux` on the region logits."""
-        regions = self.aux_head(features[self.aux_feature])
+        """`loss_sem_seg` on OCR's logits and the auxiliary losses, the first on the region
+        logits that OCR reads (computed once, as in MMSegmentation's cascade)."""
+        regions = self.aux_logits(features, 0)
         logits = self.classifier(self.ocr(features, regions))
-        return {
-            "loss_sem_seg": self.loss(logits, targets) * self.loss_weight,
-            "loss_sem_seg_aux": self.loss(regions, targets) * self.aux_loss_weight,
-        }
+        losses = {"loss_sem_seg": self.loss(logits, targets) * self.loss_weight}
+        return losses | self.aux_losses(features, targets, known_logits={0: regions})

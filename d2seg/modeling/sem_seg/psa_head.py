@@ -19,7 +19,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, resize
+from d2seg.modeling.sem_seg.decode_head import (
+    DecodeHead,
+    conv_norm_relu,
+    resize,
+    sem_seg_head_config,
+)
 
 PSA_MODES = ("collect", "distribute")
 
@@ -67,10 +72,19 @@ class PSABranch(nn.Module):
         return torch.bmm(x.view(n, c, h * w), weights.view(n, h * w, h * w)).view(n, c, h, w)
 
 
+@sem_seg_head_config("PSA")
+def add_psa_config(node: CfgNode) -> None:
+    """PSANet's point-wise spatial attention (MMSegmentation `PSAHead`)."""
+    node.MASK_SIZE = [97, 97]  # over-complete attention mask (h, w) (MMSeg, 512x1024 crops)
+    node.SHRINK_FACTOR = 2  # attention on the map shrunk by this (MMSeg PSAHead)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class PSAHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): mask_size (PSA_MASK_SIZE), shrink_factor
-    (PSA_SHRINK_FACTOR)."""
+    """Args (beyond :class:`DecodeHead`'s): mask_size (PSA.MASK_SIZE), shrink_factor
+    (PSA.SHRINK_FACTOR)."""
+
+    config_nodes = ("PSA",)
 
     @configurable
     def __init__(
@@ -96,10 +110,10 @@ class PSAHead(DecodeHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
-        sem = cfg.MODEL.SEM_SEG_HEAD
+        psa = cfg.MODEL.SEM_SEG_HEAD.PSA
         return cls.base_config(cfg, input_shape) | {
-            "mask_size": tuple(sem.PSA_MASK_SIZE),
-            "shrink_factor": sem.PSA_SHRINK_FACTOR,
+            "mask_size": tuple(psa.MASK_SIZE),
+            "shrink_factor": psa.SHRINK_FACTOR,
         }
 
     def shrunk_size(self, h: int, w: int) -> tuple[tuple[int, int], bool]:

@@ -10,7 +10,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, resize
+from d2seg.modeling.sem_seg.decode_head import (
+    DecodeHead,
+    conv_norm_relu,
+    resize,
+    sem_seg_head_config,
+)
 
 
 class PyramidPooling(nn.Module):
@@ -35,9 +40,17 @@ class PyramidPooling(nn.Module):
         return [resize(stage(x), x.shape[-2:], self.align_corners) for stage in self.stages]
 
 
+@sem_seg_head_config("PSP")
+def add_psp_config(node: CfgNode) -> None:
+    """PSPNet's pyramid pooling module (also UPerNet's)."""
+    node.POOL_SCALES = [1, 2, 3, 6]  # pyramid bins (PSPNet paper sec. 3.2)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class PSPHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): pool_scales (PSP_POOL_SCALES)."""
+    """Args (beyond :class:`DecodeHead`'s): pool_scales (PSP.POOL_SCALES)."""
+
+    config_nodes = ("PSP",)
 
     @configurable
     def __init__(
@@ -55,7 +68,7 @@ class PSPHead(DecodeHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         return cls.base_config(cfg, input_shape) | {
-            "pool_scales": list(cfg.MODEL.SEM_SEG_HEAD.PSP_POOL_SCALES)
+            "pool_scales": list(cfg.MODEL.SEM_SEG_HEAD.PSP.POOL_SCALES)
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

@@ -18,7 +18,9 @@ from d2seg.modeling.sem_seg.psp_head import PyramidPooling
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class UPerHead(DecodeHead):
-    """Args (beyond :class:`DecodeHead`'s): pool_scales (PSP_POOL_SCALES)."""
+    """Args (beyond :class:`DecodeHead`'s): pool_scales (PSP.POOL_SCALES)."""
+
+    config_nodes = ("PSP",)
 
     @configurable
     def __init__(
@@ -44,7 +46,7 @@ class UPerHead(DecodeHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         return cls.base_config(cfg, input_shape) | {
-            "pool_scales": list(cfg.MODEL.SEM_SEG_HEAD.PSP_POOL_SCALES)
+            "pool_scales": list(cfg.MODEL.SEM_SEG_HEAD.PSP.POOL_SCALES)
         }
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:

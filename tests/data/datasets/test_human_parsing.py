@@ -1,24 +1,14 @@
-"""Human-parsing registrations, the prepared-json loader and the synthetic human-parsing data."""
+"""Human-parsing registrations and the prepared-json loader."""
 
 import json
 import os
 
-import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from PIL import Image
 
-from d2seg.data.datasets import human_parsing, synthetic_parsing
+from d2seg.data.datasets import human_parsing
 from d2seg.data.datasets.human_parsing import PARSING_FAMILIES, load_parsing_json
-
-
-@pytest.fixture(scope="module")
-def synthetic_parsing_root():
-    from d2seg.data.datasets.builtin import datasets_root
-
-    return synthetic_parsing.ensure_synthetic_parsing_dataset(datasets_root())
 
 
 @pytest.mark.parametrize(
@@ -127,105 +117,3 @@ def test_loader_errors_name_file_and_key(tmp_path):
             _write_json(path, {"images": [image], "annotations": [{**person, "image_id": 2}]}),
             str(tmp_path),
         )
-
-
-@pytest.mark.parametrize("split", ["train", "val"])
-def test_synthetic_records_match_the_cihp_maps(synthetic_parsing_root, split):
-    records = DatasetCatalog.get(f"d2seg_synthetic_parsing_{split}")
-    assert len(records) == synthetic_parsing.SYNTHETIC_PARSING_SPLITS[split].num_images
-    folder = "Training" if split == "train" else "Validation"
-    assert sum(len(r["annotations"]) for r in records) >= 2 * len(records)
-    for record in records[:8]:
-        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        assert record["file_name"].endswith(f"{folder}/Images/{stem}.jpg")
-        categories = np.asarray(Image.open(record["parsing_semseg_file_name"]))
-        humans = np.asarray(
-            Image.open(
-                os.path.join(
-                    synthetic_parsing_root,
-                    "instance-level_human_parsing",
-                    folder,
-                    "Human_ids",
-                    stem + ".png",
-                )
-            )
-        )
-        assert categories.shape == (record["height"], record["width"])
-        union = np.zeros_like(categories)
-        for person, annotation in enumerate(record["annotations"], start=1):
-            part_map = np.asarray(Image.open(annotation["parsing_file_name"]))
-            mask = humans == person
-            assert np.array_equal(part_map, np.where(mask, categories, 0))
-            assert np.array_equal(mask_util.decode(annotation["segmentation"]), mask)
-            ys, xs = np.nonzero(mask)
-            x, y, w, h = annotation["bbox"]
-            assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            union = np.maximum(union, part_map)
-        assert np.array_equal(union, categories)
-
-
-def test_synthetic_left_parts_lie_on_the_figures_own_left():
-    """Figures face the viewer: a left arm / leg / shoe lies right of its right twin in the
-    image, so a horizontal flip must swap the ids."""
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        figure = synthetic_parsing.draw_figure(rng, 256, 256)
-        for left, right in human_parsing.CIHP_FLIP_PAIRS:
-            xs_left, xs_right = np.nonzero(figure == left)[1], np.nonzero(figure == right)[1]
-            assert xs_left.size > 10 and xs_right.size > 10
-            assert xs_left.mean() > xs_right.mean()
-
-
-def test_synthetic_generation_is_deterministic_and_atomic(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        synthetic_parsing,
-        "SYNTHETIC_PARSING_SPLITS",
-        {"val": synthetic_parsing.SyntheticSplit(3, 11)},
-    )
-    first = synthetic_parsing.ensure_synthetic_parsing_dataset(str(tmp_path / "a"))
-    second = synthetic_parsing.ensure_synthetic_parsing_dataset(str(tmp_path / "b"))
-    for name in (
-        "annotations/parsing_val.json",
-        "parsing_val/0000002_1.png",
-        "instance-level_human_parsing/Validation/Human_ids/0000003.png",
-    ):
-        assert (
-            tmp_path / "a" / synthetic_parsing.SYNTHETIC_PARSING_DIRNAME / name
-        ).read_bytes() == (
-            tmp_path / "b" / synthetic_parsing.SYNTHETIC_PARSING_DIRNAME / name
-        ).read_bytes()
-    assert first != second
-
-    def broken(root, split, spec):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(synthetic_parsing, "write_cihp_layout", broken)
-    monkeypatch.setattr(synthetic_parsing, "GENERATOR_VERSION", -1)
-    with pytest.raises(RuntimeError, match="disk full"):
-        synthetic_parsing.ensure_synthetic_parsing_dataset(str(tmp_path / "a"))
-    kept = tmp_path / "a" / synthetic_parsing.SYNTHETIC_PARSING_DIRNAME
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [kept.name]  # old copy kept
-
-
-def test_stale_synthetic_copy_is_replaced(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        synthetic_parsing,
-        "SYNTHETIC_PARSING_SPLITS",
-        {"val": synthetic_parsing.SyntheticSplit(2, 4)},
-    )
-    root = synthetic_parsing.ensure_synthetic_parsing_dataset(str(tmp_path))
-    marker = os.path.join(root, "annotations", "parsing_val.json")
-    with open(marker, "w") as f:
-        f.write("kept")
-    write = synthetic_parsing.write_cihp_layout
-    monkeypatch.setattr(synthetic_parsing, "write_cihp_layout", None)  # must not be called
-    synthetic_parsing.ensure_synthetic_parsing_dataset(str(tmp_path))  # current: untouched
-    with open(marker) as f:
-        assert f.read() == "kept"
-    monkeypatch.setattr(synthetic_parsing, "write_cihp_layout", write)
-    monkeypatch.setattr(
-        synthetic_parsing, "GENERATOR_VERSION", synthetic_parsing.GENERATOR_VERSION + 1
-    )
-    synthetic_parsing.ensure_synthetic_parsing_dataset(str(tmp_path))  # stale: regenerated
-    assert len(load_parsing_json(marker, root)) == 2
-    assert [p.name for p in tmp_path.iterdir()] == [synthetic_parsing.SYNTHETIC_PARSING_DIRNAME]

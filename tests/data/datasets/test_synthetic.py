@@ -1,6 +1,7 @@
-"""The synthetic dataset: real COCO formats, self-consistent records, deterministic, atomic."""
+"""The registered synthetic splits: real formats, records consistent with the files they name."""
 
 import json
+import os
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -11,15 +12,25 @@ from panopticapi.utils import rgb2id
 from PIL import Image
 from pycocotools.coco import COCO
 
-from d2seg.data.datasets import synthetic
+from d2seg.data.datasets.builtin import datasets_root
+from d2seg.data.synthetic.instance_panoptic import SYNTHETIC_SPLITS
+from d2seg.data.synthetic.parsing import (
+    SYNTHETIC_PARSING_SPLITS,
+    ensure_synthetic_parsing_dataset,
+)
 
-SPLITS = list(synthetic.SYNTHETIC_SPLITS)
+SPLITS = list(SYNTHETIC_SPLITS)
+
+
+@pytest.fixture(scope="module")
+def synthetic_parsing_root():
+    return ensure_synthetic_parsing_dataset(datasets_root())
 
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_instance_records_are_consistent(synthetic_root, split):
     records = DatasetCatalog.get(f"d2seg_synthetic_instance_{split}")
-    assert len(records) == synthetic.SYNTHETIC_SPLITS[split].num_images
+    assert len(records) == SYNTHETIC_SPLITS[split].num_images
     coco = COCO(str(synthetic_root / "annotations" / f"instances_{split}.json"))
     kinds = set()
     for record in records:
@@ -79,39 +90,47 @@ def test_separated_split_has_things_as_zero(synthetic_root):
     assert set(np.unique(semantic[~thing_pixels])) <= {0, 1, 2, 3}
 
 
-def test_generation_is_deterministic(tmp_path, synthetic_root, monkeypatch):
-    monkeypatch.setattr(synthetic, "SYNTHETIC_SPLITS", {"val": synthetic.SYNTHETIC_SPLITS["val"]})
-    root = synthetic.ensure_synthetic_dataset(str(tmp_path))
-    for name in (
-        "annotations/instances_val.json",
-        "annotations/panoptic_val.json",
-        "panoptic_val/val_000007.png",
-    ):
-        assert (tmp_path / synthetic.SYNTHETIC_DIRNAME / name).read_bytes() == (
-            synthetic_root / name
-        ).read_bytes(), name
-    assert root == str(tmp_path / synthetic.SYNTHETIC_DIRNAME)
+def test_synthetic_sem_seg_split_is_registered_for_the_sem_seg_evaluator(synthetic_root):
+    meta = MetadataCatalog.get("d2seg_synthetic_sem_seg_val")
+    assert meta.evaluator_type == "sem_seg" and meta.ignore_label == 255
+    assert meta.stuff_classes == ["circle", "triangle", "square", "sky", "grass", "sand"]
+    records = DatasetCatalog.get("d2seg_synthetic_sem_seg_val")
+    assert len(records) == 48
+    labels = np.asarray(Image.open(records[0]["sem_seg_file_name"]))
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5, 255} and (labels == 255).any()
+    assert Image.open(records[0]["file_name"]).size == labels.shape[::-1]
 
 
-def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
-    def broken(root, split, spec):
-        (tmp_path / "marker").write_text(root)
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(synthetic, "_write_split", broken)
-    with pytest.raises(RuntimeError, match="disk full"):
-        synthetic.ensure_synthetic_dataset(str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker"]
-
-
-def test_stale_copy_is_regenerated_and_current_copy_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "SYNTHETIC_SPLITS", {"val": synthetic.SyntheticSplit(3, 5)})
-    root = tmp_path / synthetic.SYNTHETIC_DIRNAME
-    synthetic.ensure_synthetic_dataset(str(tmp_path))
-    (root / "val" / "val_000001.jpg").write_bytes(b"kept")
-    synthetic.ensure_synthetic_dataset(str(tmp_path))  # current: untouched
-    assert (root / "val" / "val_000001.jpg").read_bytes() == b"kept"
-    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
-    synthetic.ensure_synthetic_dataset(str(tmp_path))  # stale: regenerated
-    assert (root / "val" / "val_000001.jpg").read_bytes() != b"kept"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [synthetic.SYNTHETIC_DIRNAME]
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_synthetic_records_match_the_cihp_maps(synthetic_parsing_root, split):
+    records = DatasetCatalog.get(f"d2seg_synthetic_parsing_{split}")
+    assert len(records) == SYNTHETIC_PARSING_SPLITS[split].num_images
+    folder = "Training" if split == "train" else "Validation"
+    assert sum(len(r["annotations"]) for r in records) >= 2 * len(records)
+    for record in records[:8]:
+        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+        assert record["file_name"].endswith(f"{folder}/Images/{stem}.jpg")
+        categories = np.asarray(Image.open(record["parsing_semseg_file_name"]))
+        humans = np.asarray(
+            Image.open(
+                os.path.join(
+                    synthetic_parsing_root,
+                    "instance-level_human_parsing",
+                    folder,
+                    "Human_ids",
+                    stem + ".png",
+                )
+            )
+        )
+        assert categories.shape == (record["height"], record["width"])
+        union = np.zeros_like(categories)
+        for person, annotation in enumerate(record["annotations"], start=1):
+            part_map = np.asarray(Image.open(annotation["parsing_file_name"]))
+            mask = humans == person
+            assert np.array_equal(part_map, np.where(mask, categories, 0))
+            assert np.array_equal(mask_util.decode(annotation["segmentation"]), mask)
+            ys, xs = np.nonzero(mask)
+            x, y, w, h = annotation["bbox"]
+            assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            union = np.maximum(union, part_map)
+        assert np.array_equal(union, categories)

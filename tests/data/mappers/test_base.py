@@ -1,4 +1,4 @@
-"""Mapper selection and the errors that name the file at fault."""
+"""The default mapper: Detectron2's mapping, and errors that name the file at fault."""
 
 import copy
 
@@ -7,7 +7,6 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 
 from d2seg.config import load_config
 from d2seg.data import build_test_mapper, build_train_mapper
-from d2seg.data.mappers import MAPPERS, register_mapper
 from d2seg.data.mappers.base import D2SegDatasetMapper, DatasetFileError
 from tests.helpers.configs import CONFIG_ROOT, CPU
 
@@ -28,20 +27,6 @@ def test_default_mapper_maps_like_detectron2(record):
     assert type(build_test_mapper(cfg)) is D2SegDatasetMapper
     assert (ours["image"] == theirs["image"]).all()
     assert len(ours["instances"]) == len([a for a in record["annotations"] if not a["iscrowd"]])
-
-
-def test_registered_mapper_is_picked_by_model_name():
-    @register_mapper("D2segTestMarkerROIHeads")
-    class MarkerMapper(D2SegDatasetMapper):
-        pass
-
-    try:
-        cfg = load_config(QUICKSTART, CPU + ["MODEL.ROI_HEADS.NAME", "D2segTestMarkerROIHeads"])
-        assert type(build_train_mapper(cfg)) is MarkerMapper
-        cfg = load_config(QUICKSTART, CPU)
-        assert type(build_train_mapper(cfg)) is D2SegDatasetMapper
-    finally:
-        MAPPERS.pop("D2segTestMarkerROIHeads")
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])

@@ -14,7 +14,7 @@ from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead
 from detectron2.structures import Boxes, Instances, PolygonMasks, pairwise_iou
 from detectron2.utils.events import EventStorage
 
-from d2seg.config import add_mask_scoring_config, load_config
+from d2seg.config import load_config
 from d2seg.data import build_train_mapper
 from d2seg.modeling.meta_arch.mask_scoring_panoptic_fpn import ranked_by_mask_scores
 from d2seg.modeling.roi_heads import (
@@ -24,6 +24,7 @@ from d2seg.modeling.roi_heads import (
     maskiou_loss,
 )
 from d2seg.modeling.roi_heads.mask_iou_targets import gt_inbox_fraction, mask_iou_targets
+from d2seg.modeling.roi_heads.mask_scoring import add_mask_scoring_config
 from tests.helpers.configs import CONFIG_ROOT, TINY_RCNN
 
 MS_QUICKSTART = str(CONFIG_ROOT / "quickstart" / "mask_scoring_rcnn_R_18_FPN_synthetic.yaml")

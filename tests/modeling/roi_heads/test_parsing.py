@@ -61,7 +61,7 @@ def _conv(in_channels, out_channels, kernel, bias=True):
 
 
 def _gce_parameter_count(c, aspp, dim, classes, norm):
-    """The GCE head's layer list as the issue and the reference write it, counted by hand."""
+    """The GCE head's layer list as the paper and the reference write it, counted by hand."""
     bias = not norm
     gn = (lambda channels: 2 * channels) if norm else (lambda channels: 0)
     layers = [
@@ -549,7 +549,7 @@ def test_parsingiou_targets_are_the_mean_part_iou_of_the_argmax(monkeypatch):
     """The L2 loss of the ParsingIoU head against parsing_iou(argmax of the logits, targets),
     on RoIs whose target is positive (the reference's l2_loss)."""
     import d2seg.modeling.roi_heads.parsing as parsing_module
-    from d2seg.data.targets.parsing import parsing_iou
+    from d2seg.modeling.roi_heads.parsing_targets import parsing_iou
 
     cfg = load_config(BASE, TINY + ["MODEL.PARSINGIOU_ON", "True"])
     torch.manual_seed(0)

@@ -30,10 +30,10 @@ def bn(c):
 def _head(in_channels=(16, 24, 960), channels=128, num_classes=19, strides=(2, 4, 8), **sem):
     cfg = add_d2seg_config(get_cfg())
     s = cfg.MODEL.SEM_SEG_HEAD
-    s.NAME, s.IN_FEATURES, s.AUX_IN_FEATURE, s.NORM = "LRASPPHead", FEATURES, "", "BN"
+    s.NAME, s.IN_FEATURES, s.AUX, s.NORM = "LRASPPHead", FEATURES, [], "BN"
     s.CONVS_DIM, s.NUM_CLASSES = channels, num_classes
-    for key, value in sem.items():
-        setattr(s, key, value)
+    for key, value in sem.items():  # the head's own keys, else the shared ones
+        setattr(s.LRASPP if key in s.LRASPP else s, key, value)
     shapes = {
         f: ShapeSpec(channels=c, stride=st) for f, c, st in zip(FEATURES, in_channels, strides)
     }
@@ -54,7 +54,7 @@ def test_lraspp_parameter_count_equals_mmsegmentations_layer_list():
     assert sum(p.numel() for p in head.parameters()) == sum(layers)
     assert isinstance(head.classifier.dropout, torch.nn.Dropout2d)
     assert head.classifier.dropout.p == 0.1
-    assert not hasattr(head, "aux_head")
+    assert len(head.aux_heads) == 0
 
 
 def _plain_lraspp(head, features):
@@ -133,8 +133,8 @@ def test_lraspp_one_step_lowers_the_loss_and_logits_come_at_input_resolution():
 
 
 def test_lraspp_needs_one_branch_width_per_lower_feature():
-    with pytest.raises(ValueError, match=r"LRASPP_BRANCH_CHANNELS \[32\] needs one width"):
-        _head(LRASPP_BRANCH_CHANNELS=[32])
+    with pytest.raises(ValueError, match=r"LRASPP.BRANCH_CHANNELS \[32\] needs one width"):
+        _head(BRANCH_CHANNELS=[32])
 
 
 def test_lraspp_config_is_mmsegmentations_mobilenet_v3_d8():
@@ -143,14 +143,9 @@ def test_lraspp_config_is_mmsegmentations_mobilenet_v3_d8():
     pytest.importorskip("timm")
     cfg = load_config(str(CONFIG_ROOT / LRASPP_CONFIG), CPU)
     sem = cfg.MODEL.SEM_SEG_HEAD
-    assert (sem.NAME, sem.CONVS_DIM, sem.AUX_IN_FEATURE, sem.DROPOUT) == (
-        "LRASPPHead",
-        128,
-        "",
-        0.1,
-    )
-    assert list(sem.LRASPP_BRANCH_CHANNELS) == [32, 64]
-    assert (list(sem.LRASPP_POOL_KERNEL), list(sem.LRASPP_POOL_STRIDE)) == ([49, 49], [16, 20])
+    assert (sem.NAME, sem.CONVS_DIM, list(sem.AUX), sem.DROPOUT) == ("LRASPPHead", 128, [], 0.1)
+    assert list(sem.LRASPP.BRANCH_CHANNELS) == [32, 64]
+    assert (list(sem.LRASPP.POOL_KERNEL), list(sem.LRASPP.POOL_STRIDE)) == ([49, 49], [16, 20])
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR) == (16, 320000, 0.01)
     shapes = build_backbone(cfg).output_shape()
     assert [(shapes[f].channels, shapes[f].stride) for f in sem.IN_FEATURES] == [
@@ -188,4 +183,4 @@ def test_hrnet_ocr_parameter_count_equals_mmsegmentations_cascade(width, concat)
     ]
     assert sum(p.numel() for p in head.parameters()) == aux + sum(ocr)
     assert isinstance(head.classifier.dropout, torch.nn.Identity)
-    assert isinstance(head.aux_head[1].dropout, torch.nn.Identity)
+    assert isinstance(head.aux_heads[0][1].dropout, torch.nn.Identity)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from d2seg.config import load_config
+from d2seg.modeling.sem_seg.decode_head import AUX_HEAD_DEFAULTS
 from d2seg.solver import build_lr_scheduler, build_optimizer
 from tests.helpers.configs import CONFIG_ROOT, CPU
 
@@ -18,12 +19,8 @@ def test_swin_config_is_mmsegmentations_upernet_swin_tiny():
     t, sem, s = cfg.MODEL.TIMM, cfg.MODEL.SEM_SEG_HEAD, cfg.SOLVER
     assert (t.NAME, t.DROP_PATH_RATE, t.OUTPUT_NORM) == ("swin_tiny_patch4_window7_224", 0.3, True)
     assert list(t.OUT_FEATURES) == ["res2", "res3", "res4", "res5"] == list(sem.IN_FEATURES)
-    assert (sem.NAME, sem.CONVS_DIM, sem.AUX_IN_FEATURE, sem.AUX_CHANNELS) == (
-        "UPerHead",
-        512,
-        "res4",
-        256,
-    )
+    assert (sem.NAME, sem.CONVS_DIM, list(sem.AUX)) == ("UPerHead", 512, [{"IN_FEATURE": "res4"}])
+    assert (AUX_HEAD_DEFAULTS["CHANNELS"], AUX_HEAD_DEFAULTS["LOSS_WEIGHT"]) == (256, 0.4)
     assert (sem.NUM_CLASSES, tuple(cfg.INPUT.CROP.SIZE)) == (150, (512, 512))
     assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM) == ("ADAMW", 6e-5, 0.01, 0)
     assert (s.WARMUP_METHOD, s.WARMUP_FACTOR, s.WARMUP_ITERS) == ("linear", 1e-6, 1500)

@@ -18,7 +18,7 @@ from detectron2.projects.panoptic_deeplab.post_processing import (  # noqa: E402
 )
 
 from d2seg.config import add_d2seg_config  # noqa: E402
-from d2seg.modeling.postprocessing.panoptic_deeplab import (  # noqa: E402
+from d2seg.modeling.panoptic_deeplab.postprocessing import (  # noqa: E402
     find_instance_centers,
     panoptic_deeplab_inference,
 )
@@ -61,26 +61,14 @@ SHARED = [
     "0",
     "MODEL.SEM_SEG_HEAD.IN_FEATURES",
     "['res2', 'res3', 'res5']",
-    "MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS",
-    "[8, 16]",
-    "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS",
-    "32",
     "MODEL.SEM_SEG_HEAD.CONVS_DIM",
     "32",
-    "MODEL.SEM_SEG_HEAD.HEAD_CHANNELS",
-    "24",
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
     "6",
     "MODEL.SEM_SEG_HEAD.NORM",
     "BN",
     "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
     "255",
-    "MODEL.SEM_SEG_HEAD.LOSS_TOP_K",
-    "0.2",
-    "MODEL.SEM_SEG_HEAD.LOSS_TYPE",
-    "hard_pixel_mining",
-    "MODEL.SEM_SEG_HEAD.ASPP_DROPOUT",
-    "0.0",
     "MODEL.INS_EMBED_HEAD.PROJECT_CHANNELS",
     "[4, 8]",
     "MODEL.INS_EMBED_HEAD.ASPP_CHANNELS",
@@ -103,12 +91,27 @@ SHARED = [
     "('d2seg_synthetic_panoptic_train',)",
 ]
 
+# the semantic branch's own keys: flat in the project, under SEM_SEG_HEAD.PANOPTIC_DEEPLAB in d2seg
+SEMANTIC_BRANCH = {
+    "PROJECT_CHANNELS": "[8, 16]",
+    "ASPP_CHANNELS": "32",
+    "HEAD_CHANNELS": "24",
+    "LOSS_TOP_K": "0.2",
+    "LOSS_TYPE": "hard_pixel_mining",
+    "ASPP_DROPOUT": "0.0",
+}
+
+
+def semantic_branch(node: str) -> list[str]:
+    return [item for k, v in SEMANTIC_BRANCH.items() for item in (f"{node}.{k}", v)]
+
 
 def project_cfg(separable: bool):
     cfg = get_cfg()
     project.add_panoptic_deeplab_config(cfg)
     cfg.merge_from_list(
         SHARED
+        + semantic_branch("MODEL.SEM_SEG_HEAD")
         + [
             "MODEL.META_ARCHITECTURE",
             "PanopticDeepLab",
@@ -133,6 +136,7 @@ def d2seg_cfg(separable: bool, layout: str, pooling: str, weights: str = ""):
     cfg.merge_from_file(str(CONFIG_ROOT / "Base-PanopticDeepLab.yaml"))
     cfg.merge_from_list(
         SHARED
+        + semantic_branch("MODEL.SEM_SEG_HEAD.PANOPTIC_DEEPLAB")
         + [
             "MODEL.PANOPTIC_DEEPLAB.USE_DEPTHWISE_SEPARABLE_CONV",
             str(separable),

@@ -1,33 +1,26 @@
-"""Built-in synthetic semantic segmentation, derived from the synthetic panoptic data.
+"""Synthetic semantic segmentation, derived from the synthetic panoptic data.
 
 Every pixel of a synthetic panoptic PNG gets the contiguous index of its category, things and
 stuff alike (0..5 in the order of `SYNTHETIC_CATEGORIES`), and pixels on a border between two
 segments get 255 (ignored), as PASCAL VOC marks object borders. The label PNGs are written under
 ``$DETECTRON2_DATASETS/d2seg_synthetic_sem_seg/sem_seg_{split}/`` beside nothing else: images
-stay the synthetic dataset's. Registered as ``d2seg_synthetic_sem_seg_{train,val}`` with
-``evaluator_type`` "sem_seg" through Detectron2's `load_sem_seg`, generated on first use.
+stay the synthetic dataset's. :mod:`d2seg.data.datasets.synthetic` registers them through
+Detectron2's `load_sem_seg`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_sem_seg
 from panopticapi.utils import rgb2id
 
-from d2seg.data.datasets.generated import ensure_generated
-from d2seg.data.datasets.synthetic import (
-    SYNTHETIC_CATEGORIES,
-    SYNTHETIC_DIRNAME,
-    SYNTHETIC_SPLITS,
-    _manifest,
-    ensure_synthetic_dataset,
-)
 from d2seg.data.panoptic_utils import VOID_LABEL
+from d2seg.data.synthetic import instance_panoptic
+from d2seg.data.synthetic.engine import ensure_generated
 from d2seg.utils.file_io import atomic_imwrite
 
 GENERATOR_VERSION = 1
@@ -51,7 +44,7 @@ def segment_borders(segment_ids: np.ndarray) -> np.ndarray:
 def panoptic_to_semantic(segment_ids: np.ndarray, segments_info: list[dict]) -> np.ndarray:
     """(H, W) uint8 labels: contiguous category index per segment, 255 on segment borders and
     where no segment is."""
-    index = {c["id"]: i for i, c in enumerate(SYNTHETIC_CATEGORIES)}
+    index = {c["id"]: i for i, c in enumerate(instance_panoptic.SYNTHETIC_CATEGORIES)}
     labels = np.full(segment_ids.shape, VOID_LABEL, np.uint8)
     for segment in segments_info:
         labels[segment_ids == segment["id"]] = index[segment["category_id"]]
@@ -59,9 +52,11 @@ def panoptic_to_semantic(segment_ids: np.ndarray, segments_info: list[dict]) -> 
     return labels
 
 
-def _writer(synthetic_root: str):
+def _label_writer(synthetic_root: str) -> Callable[[str], None]:
+    """Writes the labels of every split of the panoptic data at `synthetic_root` into a folder."""
+
     def write(root: str) -> None:
-        for split in SYNTHETIC_SPLITS:
+        for split in instance_panoptic.SYNTHETIC_SPLITS:
             with open(os.path.join(synthetic_root, "annotations", f"panoptic_{split}.json")) as f:
                 annotations = json.load(f)["annotations"]
             os.makedirs(os.path.join(root, f"sem_seg_{split}"))
@@ -76,31 +71,10 @@ def _writer(synthetic_root: str):
 
 
 def ensure_synthetic_sem_seg_dataset(datasets_root: str) -> str:
-    """Generate the synthetic data, then its semantic labels, unless current copies exist."""
-    synthetic_root = ensure_synthetic_dataset(datasets_root)
-    manifest = {"generator_version": GENERATOR_VERSION, "panoptic": _manifest()}
+    """Generate the synthetic panoptic data, then its semantic labels, unless current copies
+    exist. Returns the labels' folder."""
+    synthetic_root = instance_panoptic.ensure_synthetic_dataset(datasets_root)
+    manifest = {"generator_version": GENERATOR_VERSION, "panoptic": instance_panoptic.manifest()}
     return ensure_generated(
-        datasets_root, SYNTHETIC_SEM_SEG_DIRNAME, manifest, _writer(synthetic_root)
+        datasets_root, SYNTHETIC_SEM_SEG_DIRNAME, manifest, _label_writer(synthetic_root)
     )
-
-
-def _load(datasets_root: str, split: str) -> list[dict]:
-    root = ensure_synthetic_sem_seg_dataset(datasets_root)
-    image_root = os.path.join(datasets_root, SYNTHETIC_DIRNAME, split)
-    return load_sem_seg(os.path.join(root, f"sem_seg_{split}"), image_root, "png", "jpg")
-
-
-def register_all_synthetic_sem_seg(datasets_root: str) -> None:
-    """Register ``d2seg_synthetic_sem_seg_{train,val}`` (generated when first loaded)."""
-    root = os.path.join(datasets_root, SYNTHETIC_SEM_SEG_DIRNAME)
-    for split in SYNTHETIC_SPLITS:
-        name = f"d2seg_synthetic_sem_seg_{split}"
-        DatasetCatalog.register(name, lambda split=split: _load(datasets_root, split))
-        MetadataCatalog.get(name).set(
-            image_root=os.path.join(datasets_root, SYNTHETIC_DIRNAME, split),
-            sem_seg_root=os.path.join(root, f"sem_seg_{split}"),
-            evaluator_type="sem_seg",
-            ignore_label=VOID_LABEL,
-            stuff_classes=[c["name"] for c in SYNTHETIC_CATEGORIES],
-            stuff_colors=[list(c["color"]) for c in SYNTHETIC_CATEGORIES],
-        )

@@ -1,8 +1,8 @@
 """Panoptic-DeepLab (Cheng et al., CVPR 2020): bottom-up panoptic segmentation.
 
 A shared backbone feeds a semantic branch and an instance branch (centre heatmap + offsets),
-both DeepLabV3+ decoders at stride 4 (`d2seg.modeling.sem_seg`); post-processing groups thing
-pixels around the centres (`d2seg.modeling.postprocessing.panoptic_deeplab`).
+both DeepLabV3+ decoders at stride 4 (`semantic_head`, `instance_head`); post-processing
+groups thing pixels around the centres (`postprocessing`).
 
 Compared with Detectron2's project meta-architecture (`PanopticDeepLab`, same parameter names,
 so its checkpoints load): offsets are rescaled when the output size differs from the input
@@ -21,7 +21,9 @@ from detectron2.projects.panoptic_deeplab import build_ins_embed_branch
 from detectron2.structures import BitMasks, ImageList, Instances
 from torch import nn
 
-from d2seg.modeling.postprocessing.panoptic_deeplab import panoptic_deeplab_inference
+from d2seg.config import register_config
+from d2seg.modeling.panoptic_deeplab.instance_head import unless_panoptic_deeplab
+from d2seg.modeling.panoptic_deeplab.postprocessing import panoptic_deeplab_inference
 
 # padding of each training target when images are batched (None: the semantic ignore label)
 _TARGET_PADDING = {
@@ -32,6 +34,30 @@ _TARGET_PADDING = {
     "offset": 0,
     "offset_weights": 0,
 }
+
+
+@register_config("MODEL.PANOPTIC_DEEPLAB", unread_reason=unless_panoptic_deeplab)
+def add_panoptic_deeplab_config(cfg: CfgNode) -> None:
+    """Meta-architecture, decoder layout and post-processing. Defaults are the paper's
+    Cityscapes setting, as in the authors' reference (bowenc0221/panoptic-deeplab) and
+    Detectron2's project; COCO configs override STUFF_AREA and NMS_KERNEL."""
+    pdl = cfg.MODEL.PANOPTIC_DEEPLAB = CfgNode()
+    pdl.USE_DEPTHWISE_SEPARABLE_CONV = False  # 5x5 DSConv decoders (the paper's light head)
+    # "authors": every prediction head is one 5x5 DSConv with the DSConv decoders, as in the
+    # authors' reference; "detectron2": the centre head stays two 3x3 convs there, as in
+    # Detectron2's project, so that its model-zoo checkpoints load. Same with 3x3 decoders.
+    pdl.HEAD_LAYOUT = "authors"
+    # ASPP image pooling: "global" pools the whole input, at test the whole test image (the
+    # authors' evaluation: test crop = full 1025 x 2049 image); "train_crop" pools a window the
+    # size of INPUT.CROP.SIZE, as Detectron2's project does (inputs must be multiples of it).
+    pdl.ASPP_POOLING = "global"
+    pdl.STUFF_AREA = 2048  # stuff segments smaller than this become VOID (COCO: 4096)
+    pdl.CENTER_THRESHOLD = 0.1  # centre heatmap threshold (strict >)
+    pdl.NMS_KERNEL = 7  # centre max-pool NMS window (COCO: 41)
+    pdl.TOP_K_INSTANCE = 200  # centres kept
+    pdl.PREDICT_INSTANCES = True  # also output `instances` for instance-AP evaluation
+    pdl.SIZE_DIVISIBILITY = -1  # pad inputs to a multiple of this (-1: backbone's)
+    pdl.GROUPING_CHUNK_SIZE = 4096  # thing pixels grouped at once (bounds memory, fits cache)
 
 
 @META_ARCH_REGISTRY.register()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2seg.modeling.postprocessing.panoptic_deeplab import (
+from d2seg.modeling.panoptic_deeplab.postprocessing import (
     VOID,
     find_instance_centers,
     panoptic_deeplab_inference,

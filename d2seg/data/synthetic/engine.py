@@ -1,4 +1,9 @@
-"""Datasets that d2seg generates on first use, written atomically and versioned by a manifest."""
+"""The one routine every synthetic dataset is generated through: once, atomically, versioned.
+
+A dataset is a folder under ``$DETECTRON2_DATASETS`` plus a manifest (generator version and
+split sizes/seeds). :func:`ensure_generated` writes the folder only when the manifest on disk
+differs, so a rerun is a no-op and a changed generator replaces the stale copy.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,28 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from d2seg.utils.file_io import atomic_json_dump
 
 MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class SyntheticSplit:
+    """How many images a split holds and the seed its scenes are drawn from."""
+
+    num_images: int
+    seed: int
+
+
+def splits_manifest(generator_version: int, splits: Mapping[str, SyntheticSplit]) -> dict:
+    """The manifest of a dataset drawn split by split: its generator version and split specs."""
+    return {
+        "generator_version": generator_version,
+        "splits": {name: vars(spec) for name, spec in splits.items()},
+    }
 
 
 def is_current(root: str, manifest: dict) -> bool:

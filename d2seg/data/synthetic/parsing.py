@@ -1,41 +1,29 @@
-"""Built-in synthetic human parsing, written in CIHP's original release layout.
+"""Synthetic human parsing, written in CIHP's original release layout.
 
-Every image shows two to four overlapping front-facing figures over the synthetic dataset's
-textured background. A figure has hair, a face, sometimes a hat, upper clothes, pants, arms, lower
-legs and shoes, each drawn with its CIHP part id. Left and right are the figure's own: it faces the
-viewer, so its left arm, leg and shoe lie on the image's right, and a horizontally flipped image
-shows them as the right ones (the mapper must swap the ids, as on CIHP).
+Every image shows two to four overlapping front-facing figures over the shared stuff background
+(:mod:`d2seg.data.synthetic.scene`). A figure has hair, a face, sometimes a hat, upper clothes,
+pants, arms, lower legs and shoes, each drawn with its CIHP part id. Left and right are the
+figure's own: it faces the viewer, so its left arm, leg and shoe lie on the image's right, and a
+horizontally flipped image shows them as the right ones (the mapper must swap the ids, as on
+CIHP).
 
 The generator writes ``instance-level_human_parsing/{Training,Validation}/{Images,Category_ids,
 Human_ids,Instance_ids}/`` and ``{train,val}_id.txt`` exactly as CIHP ships them, then runs the
-CIHP conversion of ``datasets/prepare_parsing.py`` on that tree, so the same converter, loader and
-evaluator run on it as on CIHP. Registered as ``d2seg_synthetic_parsing_{train,val}`` (CIHP
-metadata) and generated on first use under ``$DETECTRON2_DATASETS/d2seg_synthetic_parsing/``.
+CIHP converter (:mod:`d2seg.data.converters.human_parsing`) on that tree, so the same converter,
+loader and evaluator run on it as on CIHP. :mod:`d2seg.data.datasets.synthetic` registers it as
+``d2seg_synthetic_parsing_{train,val}`` with CIHP's metadata.
 """
 
 from __future__ import annotations
 
 import os
-from functools import partial
 
 import cv2
 import numpy as np
 
-from d2seg.data.datasets.generated import ensure_generated
-from d2seg.data.datasets.human_parsing import (
-    PARSING_FAMILIES,
-    load_parsing_json,
-    prepared_json,
-    register_parsing_split,
-)
-from d2seg.data.datasets.human_parsing_prepare import CIHP_ROOT, CIHP_SPLIT_DIRS, prepare_split
-from d2seg.data.datasets.synthetic import (
-    IMAGE_SIDE_RANGE,
-    STUFF_CATEGORIES,
-    SyntheticSplit,
-    _stuff_layout,
-    _texture,
-)
+from d2seg.data.converters.human_parsing import CIHP_ROOT, CIHP_SPLIT_DIRS, prepare_split
+from d2seg.data.synthetic.engine import SyntheticSplit, ensure_generated, splits_manifest
+from d2seg.data.synthetic.scene import Scene, keep_visible
 from d2seg.utils.file_io import atomic_imwrite, atomic_open
 
 GENERATOR_VERSION = 1
@@ -54,7 +42,6 @@ LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG, LEFT_SHOE, RIGHT_SHOE = 14, 15, 16, 17
 FIGURES_PER_IMAGE = (2, 5)  # [low, high)
 FIGURE_HEIGHT = (0.45, 0.9)  # as a fraction of the image height
 HAT_PROBABILITY = 0.3
-MIN_VISIBLE_FRACTION = 0.35  # figures hidden more than this by those in front are not drawn
 MIN_VISIBLE_PIXELS = 300
 SKIN_TONES = ((255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36))
 
@@ -140,43 +127,26 @@ def _part_colors(rng: np.random.Generator) -> dict[int, np.ndarray]:
     return colors
 
 
-def _visible_figures(figures: list[np.ndarray]) -> list[np.ndarray]:
-    """Figures (back to front) without those mostly hidden by the ones in front of them."""
-    kept = []
-    covered = np.zeros(figures[0].shape, bool)
-    for figure in reversed(figures):
-        inside = figure > 0
-        visible = int((inside & ~covered).sum())
-        if visible >= max(MIN_VISIBLE_PIXELS, MIN_VISIBLE_FRACTION * inside.sum()):
-            kept.append(figure)
-            covered |= inside
-    return kept[::-1]
-
-
-def render_parsing_scene(rng: np.random.Generator):
+def render_parsing_scene(
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One image with its CIHP maps: RGB image, part ids, person ids (1..N, back to front; 0
     background) and part-instance ids (one per person and part, 1..M)."""
-    height, width = (int(v) for v in rng.integers(*IMAGE_SIDE_RANGE, size=2))
-    layout = _stuff_layout(rng, height, width)
-    canvas = np.zeros((height, width, 3), np.float32)
-    for index, category in enumerate(STUFF_CATEGORIES):
-        region = layout == index
-        canvas[region] = _texture(rng, height, width, category["color"])[region]
+    scene = Scene.with_background(rng)
+    height, width = scene.height, scene.width
     figures = [draw_figure(rng, height, width) for _ in range(rng.integers(*FIGURES_PER_IMAGE))]
+    visible = keep_visible([figure > 0 for figure in figures], MIN_VISIBLE_PIXELS)
     categories = np.zeros((height, width), np.uint8)
     humans = np.zeros((height, width), np.uint8)
-    for person, figure in enumerate(_visible_figures(figures), start=1):
+    for person, (index, _) in enumerate(visible, start=1):
+        figure = figures[index]
         for part, color in _part_colors(rng).items():
-            x0, y0, w, h = cv2.boundingRect((figure == part).astype(np.uint8))
-            if w and h:
-                region = figure[y0 : y0 + h, x0 : x0 + w] == part
-                canvas[y0 : y0 + h, x0 : x0 + w][region] = _texture(rng, h, w, color)[region]
+            scene.paint(rng, figure == part, color)
         categories[figure > 0] = figure[figure > 0]
         humans[figure > 0] = person
     pairs = humans.astype(np.int32) * 256 + categories
     _, instances = np.unique(np.where(categories > 0, pairs, 0), return_inverse=True)
-    image = np.clip(canvas, 0, 255).astype(np.uint8)
-    return image, categories, humans, instances.reshape(height, width).astype(np.uint8)
+    return scene.image(), categories, humans, instances.reshape(height, width).astype(np.uint8)
 
 
 def write_cihp_layout(root: str, split: str, spec: SyntheticSplit) -> None:
@@ -211,25 +181,7 @@ def _write_dataset(root: str) -> None:
 
 def ensure_synthetic_parsing_dataset(datasets_root: str) -> str:
     """Generate the synthetic human-parsing data under `datasets_root` unless a current copy is
-    there (atomically, see :func:`~d2seg.data.datasets.generated.ensure_generated`)."""
-    splits = {name: vars(spec) for name, spec in SYNTHETIC_PARSING_SPLITS.items()}
-    manifest = {"generator_version": GENERATOR_VERSION, "splits": splits}
+    there (atomically, see :func:`~d2seg.data.synthetic.engine.ensure_generated`). Returns the
+    dataset folder."""
+    manifest = splits_manifest(GENERATOR_VERSION, SYNTHETIC_PARSING_SPLITS)
     return ensure_generated(datasets_root, SYNTHETIC_PARSING_DIRNAME, manifest, _write_dataset)
-
-
-def _load_generated(datasets_root: str, split: str) -> list[dict]:
-    root = ensure_synthetic_parsing_dataset(datasets_root)
-    return load_parsing_json(prepared_json(root, split), root)
-
-
-def register_all_synthetic_parsing(datasets_root: str) -> None:
-    """Register ``d2seg_synthetic_parsing_{train,val}`` (generated when first loaded)."""
-    root = os.path.join(datasets_root, SYNTHETIC_PARSING_DIRNAME)
-    for split in SYNTHETIC_PARSING_SPLITS:
-        register_parsing_split(
-            f"d2seg_synthetic_parsing_{split}",
-            PARSING_FAMILIES["cihp"],
-            root,
-            split,
-            loader=partial(_load_generated, datasets_root, split),
-        )

@@ -21,9 +21,37 @@ from detectron2.projects.panoptic_deeplab import (
     PanopticDeepLabInsEmbedHead,
 )
 
-from d2seg.modeling.sem_seg.deeplab_decoder import deeplab_v3_plus_decoder_args
+from d2seg.config import register_config
+from d2seg.modeling.panoptic_deeplab.decoder import deeplab_v3_plus_decoder_args
 
 HEAD_LAYOUTS = ("authors", "detectron2")
+
+
+def unless_panoptic_deeplab(cfg: CfgNode) -> str | None:
+    """None when the model is Panoptic-DeepLab, else why it does not read its keys."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "D2SegPanopticDeepLab":
+        return None
+    return f"MODEL.META_ARCHITECTURE is {arch!r}, not 'D2SegPanopticDeepLab'"
+
+
+@register_config("MODEL.INS_EMBED_HEAD", unread_reason=unless_panoptic_deeplab)
+def add_instance_head_config(cfg: CfgNode) -> None:
+    """The instance (centre / offset) branch: the paper's setting (sec. 3.1, 3.4), key names
+    of Detectron2's project, so its configs' values carry over."""
+    ins = cfg.MODEL.INS_EMBED_HEAD = CfgNode()
+    ins.NAME = "D2SegPanopticDeepLabInsEmbedHead"  # entry of INS_EMBED_BRANCHES_REGISTRY
+    ins.IN_FEATURES = ["res2", "res3", "res5"]  # fused low-level features + ASPP input
+    ins.PROJECT_CHANNELS = [16, 32]  # projections of res2, res3 (paper: half the semantic)
+    ins.ASPP_CHANNELS = 256  # ASPP width
+    ins.ASPP_DILATIONS = [6, 12, 18]  # ASPP atrous rates at output stride 16
+    ins.ASPP_DROPOUT = 0.1  # dropout after the ASPP
+    ins.HEAD_CHANNELS = 32  # channels of the center / offset prediction convs
+    ins.CONVS_DIM = 128  # decoder width (paper: 128 for the instance branch)
+    ins.COMMON_STRIDE = 4  # predictions at stride 4, upsampled x4
+    ins.NORM = "SyncBN"  # norm of the decoder and heads (paper: synchronized BN)
+    ins.CENTER_LOSS_WEIGHT = 200.0  # paper sec. 3.4
+    ins.OFFSET_LOSS_WEIGHT = 0.01  # paper sec. 3.4
 
 
 @INS_EMBED_BRANCHES_REGISTRY.register()
@@ -65,8 +93,20 @@ class D2SegPanopticDeepLabInsEmbedHead(PanopticDeepLabInsEmbedHead):
                 f"MODEL.PANOPTIC_DEEPLAB.HEAD_LAYOUT {pdl.HEAD_LAYOUT!r} is not one "
                 f"of {HEAD_LAYOUTS}"
             )
+        decoder = deeplab_v3_plus_decoder_args(
+            cfg,
+            input_shape,
+            in_features=head.IN_FEATURES,
+            project_channels=head.PROJECT_CHANNELS,
+            aspp_dilations=head.ASPP_DILATIONS,
+            aspp_channels=head.ASPP_CHANNELS,
+            aspp_dropout=head.ASPP_DROPOUT,
+            decoder_channels=head.CONVS_DIM,
+            common_stride=head.COMMON_STRIDE,
+            norm=head.NORM,
+        )
         return {
-            **deeplab_v3_plus_decoder_args(cfg, head, input_shape),
+            **decoder,
             "head_channels": head.HEAD_CHANNELS,
             "center_loss_weight": head.CENTER_LOSS_WEIGHT,
             "offset_loss_weight": head.OFFSET_LOSS_WEIGHT,

@@ -19,7 +19,7 @@ from PIL import Image
 from d2seg.config import load_config
 from d2seg.data import build_train_mapper
 from d2seg.data.panoptic_utils import standard_panoptic_metadata
-from d2seg.modeling.postprocessing.panoptic_deeplab import panoptic_deeplab_inference
+from d2seg.modeling.panoptic_deeplab.postprocessing import panoptic_deeplab_inference
 from d2seg.solver import build_lr_scheduler, build_optimizer
 from tests.helpers.configs import CONFIG_ROOT
 
@@ -32,7 +32,7 @@ CITYSCAPES = str(
 
 
 def _heads(top_k: float = 0.2):
-    cfg = load_config(QUICKSTART, ["MODEL.SEM_SEG_HEAD.LOSS_TOP_K", str(top_k)])
+    cfg = load_config(QUICKSTART, ["MODEL.SEM_SEG_HEAD.PANOPTIC_DEEPLAB.LOSS_TOP_K", str(top_k)])
     model = build_model(cfg)
     return cfg, model.sem_seg_head, model.ins_embed_head
 
@@ -42,11 +42,12 @@ def test_paper_constants_are_the_defaults():
     cfg = load_config(CITYSCAPES, ["MODEL.WEIGHTS", ""])
     head, ins, pdl = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.INS_EMBED_HEAD, cfg.MODEL.PANOPTIC_DEEPLAB
     assert (ins.CENTER_LOSS_WEIGHT, ins.OFFSET_LOSS_WEIGHT) == (200.0, 0.01)
-    assert (head.LOSS_TYPE, head.LOSS_TOP_K) == ("hard_pixel_mining", 0.2)
-    assert (head.ASPP_CHANNELS, head.CONVS_DIM, head.HEAD_CHANNELS) == (256, 256, 256)
+    branch = head.PANOPTIC_DEEPLAB
+    assert (branch.LOSS_TYPE, branch.LOSS_TOP_K) == ("hard_pixel_mining", 0.2)
+    assert (branch.ASPP_CHANNELS, head.CONVS_DIM, branch.HEAD_CHANNELS) == (256, 256, 256)
     assert (ins.ASPP_CHANNELS, ins.CONVS_DIM, ins.HEAD_CHANNELS) == (256, 128, 32)
-    assert (list(head.PROJECT_CHANNELS), list(ins.PROJECT_CHANNELS)) == ([32, 64], [16, 32])
-    assert list(head.ASPP_DILATIONS) == list(ins.ASPP_DILATIONS) == [6, 12, 18]
+    assert (list(branch.PROJECT_CHANNELS), list(ins.PROJECT_CHANNELS)) == ([32, 64], [16, 32])
+    assert list(head.ASPP.DILATIONS) == list(ins.ASPP_DILATIONS) == [6, 12, 18]
     assert (
         cfg.INPUT.GAUSSIAN_SIGMA,
         cfg.INPUT.SMALL_INSTANCE_AREA,
@@ -273,7 +274,7 @@ def test_cityscapes_panoptic_split_and_evaluators(cityscapes_root, tmp_path):
 
 def test_offsets_are_rescaled_to_the_output_resolution(monkeypatch, synthetic_root):
     """An output twice the network input: offsets handed to post-processing double too."""
-    import d2seg.modeling.meta_arch.panoptic_deeplab as module
+    import d2seg.modeling.panoptic_deeplab.meta_arch as module
 
     model = build_model(load_config(QUICKSTART)).eval()
     seen = {}
