@@ -28,6 +28,8 @@ from detectron2.data.datasets.cityscapes_panoptic import load_cityscapes_panopti
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from d2seg.data.panoptic_utils import standard_panoptic_metadata
+
 CITYSCAPES_THING_LABELS = [
     label for label in labels if label.hasInstances and not label.ignoreInEval
 ]
@@ -127,21 +129,12 @@ def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> list[dict]:
 
 
 def cityscapes_panoptic_metadata() -> dict:
-    """Panoptic metadata over the 19 train ids: thing/stuff label ids -> train ids."""
-    names = [label.name for label in CITYSCAPES_STUFF_LABELS]
-    colors = [label.color for label in CITYSCAPES_STUFF_LABELS]
-    return {
-        "thing_classes": names,
-        "thing_colors": colors,
-        "stuff_classes": names,
-        "stuff_colors": colors,
-        "thing_dataset_id_to_contiguous_id": {
-            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS if label.hasInstances
-        },
-        "stuff_dataset_id_to_contiguous_id": {
-            label.id: label.trainId for label in CITYSCAPES_STUFF_LABELS if not label.hasInstances
-        },
-    }
+    """Panoptic metadata over the 19 train ids: thing/stuff label ids -> train ids (the labels
+    are sorted by train id, so the contiguous ids of the standard registration are train ids)."""
+    return standard_panoptic_metadata(
+        {"id": label.id, "name": label.name, "color": label.color, "isthing": label.hasInstances}
+        for label in CITYSCAPES_STUFF_LABELS
+    )
 
 
 def load_cityscapes_panoptic_split(
