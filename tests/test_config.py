@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetCatalog
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
@@ -28,9 +27,10 @@ from tests.helpers.configs import (
     CONFIGS,
     CPU,
     MODEL_CONFIGS,
-    TINY_PANOPTIC_DEEPLAB,
     TINY_RCNN,
-    tiny_sem_seg_overrides,
+    fixed_batch,
+    tiny_overrides,
+    training_split,
 )
 
 EXPECTED_LOSSES = {
@@ -47,19 +47,6 @@ def test_every_config_is_found():
         "COCO-PanopticSegmentation/panoptic_fpn_R_50_3x.yaml",
         "Cityscapes/mask_rcnn_R_50_FPN.yaml",
     } <= set(CONFIGS)
-
-
-def _training_split(cfg) -> str:
-    """Synthetic data in the form the config's model trains on."""
-    if cfg.MODEL.META_ARCHITECTURE == "D2SegPanopticDeepLab":
-        return "d2seg_synthetic_panoptic_train"
-    if cfg.MODEL.META_ARCHITECTURE == "D2SegSemanticSegmentor":
-        return "d2seg_synthetic_sem_seg_train"
-    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
-        return "d2seg_synthetic_panoptic_train_separated"
-    if cfg.MODEL.ROI_HEADS.NAME == "ParsingROIHeads":
-        return "d2seg_synthetic_parsing_train"
-    return "d2seg_synthetic_instance_train"
 
 
 def _expected_losses(cfg) -> set[str]:
@@ -98,15 +85,9 @@ def test_config_trains_two_iterations_and_runs_inference(config, synthetic_root)
     full = load_config(str(CONFIG_ROOT / config), CPU)
     if full.MODEL.BACKBONE.NAME == "build_timm_backbone":
         pytest.importorskip("timm", reason="timm backbones need timm (pip install 'd2seg[timm]')")
-    if full.MODEL.META_ARCHITECTURE == "D2SegSemanticSegmentor":
-        tiny = tiny_sem_seg_overrides(config)
-    elif full.MODEL.META_ARCHITECTURE == "D2SegPanopticDeepLab":
-        tiny = TINY_PANOPTIC_DEEPLAB
-    else:
-        tiny = TINY_RCNN
-    cfg = load_config(str(CONFIG_ROOT / config), tiny)
+    cfg = load_config(str(CONFIG_ROOT / config), tiny_overrides(config))
     losses = _losses_over_training(
-        cfg, _fixed_batch(cfg, _training_split(cfg)), iterations=2, keys=True
+        cfg, fixed_batch(cfg, training_split(cfg)), iterations=2, keys=True
     )
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
     assert set(losses[0]) == _expected_losses(cfg)
@@ -137,16 +118,6 @@ def test_unknown_config_key_is_named(tmp_path):
     assert str(bad) in str(error.value)
     with pytest.raises(KeyError, match="SOLVER.NOT_A_KEY"):
         load_config(str(CONFIG_ROOT / "Base-RCNN-FPN.yaml"), ["SOLVER.NOT_A_KEY", "1"])
-
-
-def _fixed_batch(cfg, dataset_name, size=2):
-    mapper = build_train_mapper(cfg)
-    records = [
-        r
-        for r in DatasetCatalog.get(dataset_name)
-        if r.get("annotations") or r.get("segments_info") or r.get("sem_seg_file_name")
-    ][:size]
-    return [mapper(r) for r in records]
 
 
 def _losses_over_training(cfg, batch, iterations, keys=False):
@@ -188,7 +159,7 @@ def test_training_lowers_total_loss(family, synthetic_root, request):
         mapper = build_train_mapper(cfg)
         batch = [mapper(r) for r in records]
     else:
-        batch = _fixed_batch(cfg, cfg.DATASETS.TRAIN[0])
+        batch = fixed_batch(cfg, cfg.DATASETS.TRAIN[0])
     losses = _losses_over_training(cfg, batch, iterations=20)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses

@@ -139,6 +139,46 @@ def tiny_sem_seg_overrides(config_name: str) -> list[str]:
     return overrides + ["MODEL.SEM_SEG_HEAD.AUX", repr(narrow)]
 
 
+def tiny_overrides(config_name: str) -> list[str]:
+    """The overrides that shrink `config_name` to its family's CPU-sized model."""
+    from d2seg.config import load_config
+
+    meta_arch = load_config(str(CONFIG_ROOT / config_name), CPU).MODEL.META_ARCHITECTURE
+    if meta_arch == "D2SegSemanticSegmentor":
+        return tiny_sem_seg_overrides(config_name)
+    if meta_arch == "D2SegPanopticDeepLab":
+        return TINY_PANOPTIC_DEEPLAB
+    return TINY_RCNN
+
+
+def training_split(cfg) -> str:
+    """Synthetic data in the form the config's model trains on."""
+    if cfg.MODEL.META_ARCHITECTURE == "D2SegPanopticDeepLab":
+        return "d2seg_synthetic_panoptic_train"
+    if cfg.MODEL.META_ARCHITECTURE == "D2SegSemanticSegmentor":
+        return "d2seg_synthetic_sem_seg_train"
+    if "PanopticFPN" in cfg.MODEL.META_ARCHITECTURE:
+        return "d2seg_synthetic_panoptic_train_separated"
+    if cfg.MODEL.ROI_HEADS.NAME == "ParsingROIHeads":
+        return "d2seg_synthetic_parsing_train"
+    return "d2seg_synthetic_instance_train"
+
+
+def fixed_batch(cfg, dataset_name: str, size: int = 2) -> list[dict]:
+    """The first `size` annotated records of `dataset_name`, through the config's train mapper."""
+    from detectron2.data import DatasetCatalog
+
+    from d2seg.data import build_train_mapper
+
+    mapper = build_train_mapper(cfg)
+    records = [
+        r
+        for r in DatasetCatalog.get(dataset_name)
+        if r.get("annotations") or r.get("segments_info") or r.get("sem_seg_file_name")
+    ][:size]
+    return [mapper(r) for r in records]
+
+
 def resumable_schedule(max_iter: int, checkpoint_period: int, warmup_iters: int) -> list[str]:
     """Overrides for a short deterministic run (seed 0, data in the main process, batch 2,
     no evaluation) that checkpoints every `checkpoint_period` iterations."""

@@ -23,6 +23,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from d2seg.config import register_config
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity, scaled_dot_product
 from d2seg.modeling.postprocessing.parsing import PartProbabilities
 from d2seg.modeling.roi_heads.mask_scoring import (
     iou_conv_layers,
@@ -65,7 +66,8 @@ class NonLocalBlock2d(nn.Module):
     """Embedded-Gaussian non-local block (Wang et al., CVPR 2018) as the reference's
     `NonLocal2d`: theta on the input, phi and g on the input max-pooled 2 x 2, affinity
     softmax(theta^T phi * inner^-0.5) over the pooled positions, output 1x1 conv -> GroupNorm(32)
-    -> added to the input. Convs start from N(0, 0.01) weights and zero biases."""
+    -> added to the input. Convs start from N(0, 0.01) weights and zero biases. Mixed precision:
+    the affinity and its softmax are computed in float32 (:func:`fp32_softmax_affinity`)."""
 
     def __init__(self, channels: int, inner_channels: int, pool_stride: int = 2):
         super().__init__()
@@ -86,8 +88,8 @@ class NonLocalBlock2d(nn.Module):
         theta = self.theta(x).flatten(2)  # (N, inner, HW)
         phi = self.phi(pooled).flatten(2)  # (N, inner, HW / 4)
         g = self.g(pooled).flatten(2)
-        affinity = torch.softmax(
-            theta.transpose(1, 2) @ phi * self.inner_channels**-0.5, dim=-1
+        affinity = fp32_softmax_affinity(
+            scaled_dot_product, theta.transpose(1, 2), phi
         )  # (N, HW, HW / 4)
         y = (g @ affinity.transpose(1, 2)).reshape(n, self.inner_channels, height, width)
         return x + self.norm(self.out(y))

@@ -19,6 +19,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity, scaled_dot_product
 from d2seg.modeling.sem_seg.decode_head import DecodeHead, conv_norm_relu, sem_seg_head_config
 
 
@@ -29,7 +30,9 @@ def pyramid_pool(x: Tensor, scales: list[int]) -> Tensor:
 
 class PyramidNonLocal(nn.Module):
     """softmax(q k^T / sqrt(d)) v with keys and values pyramid-pooled from `key_source`, then
-    a 1x1 output conv. `shared` uses one projection for queries and keys (APNB)."""
+    a 1x1 output conv. `shared` uses one projection for queries and keys (APNB). Mixed
+    precision: the affinity and its softmax are computed in float32
+    (:func:`fp32_softmax_affinity`)."""
 
     def __init__(
         self,
@@ -53,7 +56,7 @@ class PyramidNonLocal(nn.Module):
         query = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, D)
         key = pyramid_pool(self.key(key_source), self.pool_scales)  # (N, D, S)
         value = pyramid_pool(self.value(key_source), self.pool_scales).transpose(1, 2)
-        attention = (torch.bmm(query, key) * query.shape[-1] ** -0.5).softmax(dim=-1)
+        attention = fp32_softmax_affinity(scaled_dot_product, query, key)
         context = torch.bmm(attention, value).transpose(1, 2).reshape(n, -1, h, w)
         return self.out(context)
 

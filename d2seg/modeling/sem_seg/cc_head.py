@@ -15,12 +15,28 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity
 from d2seg.modeling.sem_seg.decode_head import DecodeHead, FCNConvs, sem_seg_head_config
 
 KEY_REDUCTION = 8  # query / key channels = C / 8 (paper sec. 3.2, C' < C; mmcv's choice)
 
 
+def criss_cross_energies(query: Tensor, key: Tensor) -> Tensor:
+    """(N, H, W, H + W): energies to the same column (N, H, W, H'), the position itself
+    masked out with -inf, then to the same row (N, H, W, W'), for one softmax over both."""
+    h = query.shape[2]
+    column = torch.einsum("nchw,ncgw->nhwg", query, key)
+    column = column.masked_fill(
+        torch.eye(h, dtype=torch.bool, device=query.device)[:, None], -torch.inf
+    )
+    row = torch.einsum("nchw,nchv->nhwv", query, key)
+    return torch.cat([column, row], dim=-1)
+
+
 class CrissCrossAttention(nn.Module):
+    """Criss-cross attention (paper sec. 3.2, described above). Mixed precision: the energies
+    and their softmax are computed in float32 (:func:`fp32_softmax_affinity`)."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.query = nn.Conv2d(channels, channels // KEY_REDUCTION, 1)
@@ -31,14 +47,7 @@ class CrissCrossAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x.shape[2]
         query, key, value = self.query(x), self.key(x), self.value(x)
-        # energies to the same column (N, H, W, H'), the position itself masked out, and to the
-        # same row (N, H, W, W'); one softmax over both
-        column = torch.einsum("nchw,ncgw->nhwg", query, key)
-        column = column.masked_fill(
-            torch.eye(h, dtype=torch.bool, device=x.device)[:, None], -torch.inf
-        )
-        row = torch.einsum("nchw,nchv->nhwv", query, key)
-        attention = torch.cat([column, row], dim=-1).softmax(dim=-1)
+        attention = fp32_softmax_affinity(criss_cross_energies, query, key)
         out = torch.einsum("ncgw,nhwg->nchw", value, attention[..., :h])
         out = out + torch.einsum("nchv,nhwv->nchw", value, attention[..., h:])
         return self.gamma * out + x

@@ -15,6 +15,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity
 from d2seg.modeling.sem_seg.decode_head import (
     Classifier,
     DecodeHead,
@@ -25,7 +26,8 @@ from d2seg.modeling.sem_seg.decode_head import (
 
 class PositionAttention(nn.Module):
     """out = gamma * V softmax(Q^T K)^T + x, with Q, K 1x1 convs to `key_channels` and V a 1x1
-    conv keeping the channels; every position attends to all H x W positions."""
+    conv keeping the channels; every position attends to all H x W positions. Mixed precision:
+    the affinity and its softmax are computed in float32 (:func:`fp32_softmax_affinity`)."""
 
     def __init__(self, channels: int, key_channels: int):
         super().__init__()
@@ -38,13 +40,22 @@ class PositionAttention(nn.Module):
         n, c, h, w = x.shape
         query = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, Ck)
         key = self.key(x).flatten(2)  # (N, Ck, HW)
-        attention = torch.bmm(query, key).softmax(dim=-1)  # (N, HW, HW)
+        attention = fp32_softmax_affinity(torch.bmm, query, key)  # (N, HW, HW)
         context = torch.bmm(self.value(x).flatten(2), attention.transpose(1, 2))
         return self.gamma * context.view(n, c, h, w) + x
 
 
+def channel_affinity(flat: Tensor) -> Tensor:
+    """(N, C, C) max(E) - E for E = X X^T, X (N, C, HW) (the DANet authors' code)."""
+    energy = torch.bmm(flat, flat.transpose(1, 2))
+    return energy.max(dim=-1, keepdim=True).values - energy
+
+
 class ChannelAttention(nn.Module):
-    """out = gamma * softmax(max(E) - E) X + x, with E = X X^T the (C, C) channel energies."""
+    """out = gamma * softmax(max(E) - E) X + x, with E = X X^T the (C, C) channel energies.
+    Mixed precision: E and its softmax are computed in float32 (:func:`fp32_softmax_affinity`;
+    E sums H x W squares, 64 x 128 of them at D8 on 512 x 1024 crops, so it overflows float16
+    for activations of a few units already)."""
 
     def __init__(self):
         super().__init__()
@@ -53,8 +64,7 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         flat = x.flatten(2)  # (N, C, HW)
-        energy = torch.bmm(flat, flat.transpose(1, 2))
-        attention = (energy.max(dim=-1, keepdim=True).values - energy).softmax(dim=-1)
+        attention = fp32_softmax_affinity(channel_affinity, flat)  # (N, C, C)
         return self.gamma * torch.bmm(attention, flat).view(n, c, h, w) + x
 
 

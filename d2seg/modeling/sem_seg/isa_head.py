@@ -16,6 +16,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity, scaled_dot_product
 from d2seg.modeling.sem_seg.decode_head import (
     DecodeHead,
     conv_norm_relu,
@@ -25,7 +26,9 @@ from d2seg.modeling.sem_seg.decode_head import (
 
 
 class SelfAttention(nn.Module):
-    """softmax(q k^T / sqrt(d)) v over all positions of each map, then a 1x1 conv-norm-ReLU."""
+    """softmax(q k^T / sqrt(d)) v over all positions of each map, then a 1x1 conv-norm-ReLU.
+    Mixed precision: the affinity and its softmax are computed in float32
+    (:func:`fp32_softmax_affinity`)."""
 
     def __init__(self, channels: int, key_channels: int, norm: str):
         super().__init__()
@@ -38,7 +41,7 @@ class SelfAttention(nn.Module):
         n, c, h, w = x.shape
         query = self.query(x).flatten(2).transpose(1, 2)
         key = self.key(x).flatten(2)
-        attention = (torch.bmm(query, key) * query.shape[-1] ** -0.5).softmax(dim=-1)
+        attention = fp32_softmax_affinity(scaled_dot_product, query, key)
         context = torch.bmm(attention, self.value(x).flatten(2).transpose(1, 2))
         return self.out(context.transpose(1, 2).reshape(n, c, h, w))
 

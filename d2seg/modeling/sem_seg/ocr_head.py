@@ -9,12 +9,15 @@ auxiliary loss (weight 0.4); its gradient also reaches it through OCR, as in MMS
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity, scaled_dot_product
 from d2seg.modeling.sem_seg.decode_head import (
     DecodeHead,
     conv_norm_relu,
@@ -26,13 +29,16 @@ from d2seg.modeling.sem_seg.decode_head import (
 
 def gather_object_regions(features: Tensor, regions: Tensor) -> Tensor:
     """(N, C, K): per class k, the features averaged with softmax over positions of its region
-    logits (N, K, H, W)."""
-    weights = regions.flatten(2).softmax(dim=2)  # (N, K, HW)
+    logits (N, K, H, W). Mixed precision: the softmax is computed in float32
+    (:func:`fp32_softmax_affinity`)."""
+    weights = fp32_softmax_affinity(partial(torch.flatten, start_dim=2), regions)  # (N, K, HW)
     return torch.bmm(features.flatten(2), weights.transpose(1, 2))
 
 
 class ObjectAttention(nn.Module):
-    """Pixel-to-region attention: softmax(q k^T / sqrt(d)) v, projected back and fused."""
+    """Pixel-to-region attention: softmax(q k^T / sqrt(d)) v, projected back and fused. Mixed
+    precision: the affinity and its softmax are computed in float32
+    (:func:`fp32_softmax_affinity`)."""
 
     def __init__(self, channels: int, key_channels: int, norm: str):
         super().__init__()
@@ -49,7 +55,7 @@ class ObjectAttention(nn.Module):
         query = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, D)
         key = self.key(objects).flatten(2)  # (N, D, K)
         value = self.value(objects).flatten(2).transpose(1, 2)  # (N, K, D)
-        attention = (torch.bmm(query, key) * query.shape[-1] ** -0.5).softmax(dim=-1)
+        attention = fp32_softmax_affinity(scaled_dot_product, query, key)
         context = torch.bmm(attention, value).transpose(1, 2).reshape(n, -1, h, w)
         return self.fuse(torch.cat([self.out(context), x], dim=1))
 

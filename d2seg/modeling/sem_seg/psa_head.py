@@ -13,12 +13,15 @@ fused with res5 by a 3x3 conv-BN-ReLU."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from d2seg.modeling.mixed_precision import fp32_softmax_affinity
 from d2seg.modeling.sem_seg.decode_head import (
     DecodeHead,
     conv_norm_relu,
@@ -54,7 +57,9 @@ def psa_mask(masks: Tensor, mask_size: tuple[int, int], mode: str) -> Tensor:
 
 
 class PSABranch(nn.Module):
-    """Reduce, shrink, predict masks, attend: (N, C, H, W) -> (N, channels, H', W')."""
+    """Reduce, shrink, predict masks, attend: (N, C, H, W) -> (N, channels, H', W'). Mixed
+    precision: the attention's softmax is computed in float32 (:func:`fp32_softmax_affinity`;
+    its logits come from a conv, not a product, but are taken the same way as every block's)."""
 
     def __init__(self, in_channels: int, channels: int, mask_size, norm: str, mode: str):
         super().__init__()
@@ -68,7 +73,8 @@ class PSABranch(nn.Module):
     def forward(self, x: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
         x = resize(self.reduce(x), size, align_corners)
         n, c, h, w = x.shape
-        weights = psa_mask(self.attention(x), self.mask_size, self.mode).softmax(dim=1)
+        to_attention = partial(psa_mask, mask_size=self.mask_size, mode=self.mode)
+        weights = fp32_softmax_affinity(to_attention, self.attention(x), dim=1)
         return torch.bmm(x.view(n, c, h * w), weights.view(n, h * w, h * w)).view(n, c, h, w)
 
 
