@@ -7,12 +7,14 @@ on names.
 
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_R_18_FPN_synthetic.yaml
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth \
+        TEST.AUG.ENABLED True   # also with test-time augmentation (TEST.AUG.MIN_SIZES / FLIP)
 """
 
 from __future__ import annotations
 
 from detectron2.config import CfgNode
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup, hooks, launch
 
 from d2seg.config import load_config
 from d2seg.engine import D2SegCheckpointer
@@ -33,9 +35,16 @@ def main(args):
         D2SegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        return Trainer.test(cfg, model)
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
+        return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:  # after training, also evaluate with test-time augmentation
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
+        )
     return trainer.train()
 
 

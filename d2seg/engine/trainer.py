@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -21,6 +22,7 @@ from d2seg.data import build_test_mapper, build_train_mapper
 from d2seg.engine.checkpoint import D2SegCheckpointer
 from d2seg.engine.data import build_resumable_train_loader
 from d2seg.evaluation import build_evaluator
+from d2seg.modeling.test_time_augmentation import build_rcnn_tta
 from d2seg.solver import build_lr_scheduler, build_optimizer
 from d2seg.utils.distributed import cpu_friendly_ddp
 
@@ -130,6 +132,19 @@ class D2SegTrainer(DefaultTrainer):
     ) -> DatasetEvaluator:
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: torch.nn.Module) -> OrderedDict:
+        """Evaluate `model` with test-time augmentation (TEST.AUG.*, :func:`build_rcnn_tta`)
+        into OUTPUT_DIR/inference_TTA/<dataset>; result keys get a ``_TTA`` suffix, as in
+        Detectron2's tools/train_net.py."""
+        logger.info("Running inference with test-time augmentation ...")
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, build_rcnn_tta(cfg, model), evaluators)
+        return OrderedDict((task + "_TTA", value) for task, value in results.items())
 
     def build_hooks(self) -> list[HookBase]:
         # DefaultTrainer.__init__ creates self.checkpointer, then calls build_hooks, whose

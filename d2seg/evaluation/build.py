@@ -47,10 +47,10 @@ def add_evaluation_config(cfg: CfgNode) -> None:
     cfg.TEST.PARSING.SEMSEG_SCORE_THRESH = 0.3  # reference PRCNN.SEMSEG_SCORE_THRESH (CIHP)
     cfg.TEST.PARSING.AP_SCORE_THRESH = 0.001  # detections ranked for AP^p / PCP score >= this
     # Images without any detection count in mIoU as all background; False drops them, as the
-    # reference does (it writes no prediction PNG for them).
+    # reference does (it writes no prediction PNG for them). CIHP / MHP-v2 configs: False.
     cfg.TEST.PARSING.COUNT_EMPTY_IMAGES = True
-    # AP^p matching: "unclaimed" (best person not yet claimed) or
-    # "reference" (best person even if claimed -> false positive; the authors' parsing_eval.py).
+    # AP^p matching: "unclaimed" (best person not yet claimed) or "reference" (best person even
+    # if claimed -> false positive; the authors' parsing_eval.py). CIHP / MHP-v2: "reference".
     cfg.TEST.PARSING.MATCHING = "unclaimed"
     cfg.TEST.REPORT = CfgNode()
     cfg.TEST.REPORT.ENABLED = True  # write OUTPUT_DIR/inference/<dataset>/report.html

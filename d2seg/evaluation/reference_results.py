@@ -30,12 +30,15 @@ NOT_REPRODUCED = "–"
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """One config (path under ``configs/``), its reference numbers ({} when there are none)
-    and where they come from, plus the text of its section's extra columns."""
+    and where they come from, plus the text of its section's extra columns. A row whose model
+    differs from what the config builds says why in `not_comparable`: its numbers are shown in
+    parentheses and never set beside a run's results."""
 
     config: str
     numbers: dict[str, float]
     source: str = ""
     cells: tuple[str, ...] = ()
+    not_comparable: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,12 @@ _DETECTRON2 = "Detectron2 model zoo, COCO val2017"
 _PANOPTIC_DEEPLAB = "Detectron2 Panoptic-DeepLab project"
 _MASK_SCORING = "Mask Scoring R-CNN paper, COCO val2017"
 _PARSING = "Parsing R-CNN authors' model"
+_PARSING_1X = (
+    "Parsing R-CNN authors' model, cfgs/CIHP/e2e_parsing_rcnn_R-50-FPN_1x_ms.yaml at "
+    "soeaver/Parsing-R-CNN 8c4d940 (figures of 4832b04)"
+)
+_AUTHORS_PROTOCOL = "the authors' protocol (`MATCHING: reference`, empty images left out)"
+_DEFAULT_PROTOCOL = "d2seg's defaults (`MATCHING: unclaimed`, empty images counted)"
 _MEASURED = "measured here, 2 CPU cores"
 _UNVERIFIED = "not copied here unverified"
 
@@ -276,37 +285,48 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "Human parsing (the authors' models, x100; not re-measured here)",
         PARSING_METRICS,
-        ("notes",),
+        ("evaluation", "notes"),
         (
             Reference(
                 "CIHP-Parsing/parsing_rcnn_R_50_FPN_1x.yaml",
-                _parsing(66.0, 52.65, 57.6, 51.4, 55.9),
-                _PARSING,
+                _parsing(65.8, 52.8, 57.2, 51.2, 55.4),
+                _PARSING_1X,
+                (_AUTHORS_PROTOCOL,),
             ),
             Reference(
                 "CIHP-Parsing/parsing_rcnn_R_50_FPN_3x.yaml",
                 _parsing(68.7, 56.0, 64.1, 54.1, 60.7),
                 _PARSING,
+                (_AUTHORS_PROTOCOL,),
             ),
             Reference(
                 "CIHP-Parsing/parsing_rcnn_R_50_FPN_3x_rescoring.yaml",
                 _parsing(67.3, 58.2, 71.6, 58.3, 62.2),
                 "RP R-CNN 3x authors' model",
-                ("RP R-CNN also fuses a semantic branch, which d2seg lacks",),
+                (_AUTHORS_PROTOCOL,),
+                not_comparable=(
+                    "RP R-CNN also fuses a semantic-segmentation branch into the part "
+                    "probabilities, which d2seg lacks"
+                ),
             ),
             Reference(
                 "MHP-v2-Parsing/parsing_rcnn_R_50_FPN_1x.yaml",
                 {},
+                cells=(
+                    _AUTHORS_PROTOCOL,
+                    "the authors' config and README disagree on AP^p_vol (37.6 / 36.7)",
+                ),
             ),
             Reference(
                 "MHP-v2-Parsing/parsing_rcnn_R_50_FPN_3x.yaml",
                 _parsing(69.0, 36.1, 27.4, 40.5, 38.3),
                 _PARSING,
+                (_AUTHORS_PROTOCOL,),
             ),
             Reference(
                 "LIP-Parsing/parsing_rcnn_R_50_FPN_1x.yaml",
                 {},
-                cells=("the CIHP 1x recipe; the authors have no LIP config",),
+                cells=(_DEFAULT_PROTOCOL, "the CIHP 1x recipe; the authors have no LIP config"),
             ),
         ),
     ),
@@ -370,13 +390,13 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "Quickstart, human parsing (measured here: 2 CPU cores, `SEED: 0`)",
         PARSING_METRICS,
-        ("training",),
+        ("evaluation", "training"),
         (
             Reference(
                 "quickstart/parsing_rcnn_R_18_FPN_synthetic.yaml",
                 _parsing(42.0, 45.8, 31.1, 35.9, 31.6),
                 _MEASURED,
-                ("400 it at batch 4; 0.72 s/it on an idle machine",),
+                (_DEFAULT_PROTOCOL, "400 it at batch 4; 0.72 s/it on an idle machine"),
             ),
         ),
         in_summary=True,
@@ -400,16 +420,27 @@ def all_references() -> list[Reference]:
 
 def reference_for(config_file: str) -> tuple[str, str, dict[str, float]] | None:
     """(config name under ``configs/``, source, numbers) of `config_file` (any path that ends
-    in a listed name), or None for a config without reference numbers."""
+    in a listed name), or None for a config without comparable reference numbers."""
     path = os.path.normpath(config_file).replace(os.sep, "/")
     for row in all_references():
-        if row.numbers and (path == row.config or path.endswith("/" + row.config)):
+        if (
+            row.numbers
+            and not row.not_comparable
+            and (path == row.config or path.endswith("/" + row.config))
+        ):
             return row.config, row.source, dict(row.numbers)
     return None
 
 
-def _number(numbers: dict[str, float], key: str) -> str:
-    return str(numbers[key]) if key in numbers else ""
+def _number(row: Reference, key: str) -> str:
+    if key not in row.numbers:
+        return ""
+    return f"({row.numbers[key]})" if row.not_comparable else str(row.numbers[key])
+
+
+def _source(row: Reference) -> str:
+    source = row.source or NOT_REPRODUCED
+    return f"{source}; not comparable: {row.not_comparable}" if row.not_comparable else source
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -424,10 +455,10 @@ def section_markdown(section: Section) -> str:
     body = [
         [
             f"`{row.config}`",
-            *(_number(row.numbers, key) for key, _ in section.metrics),
+            *(_number(row, key) for key, _ in section.metrics),
             *row.cells,
             *[""] * (len(section.extra_columns) - len(row.cells)),
-            row.source or NOT_REPRODUCED,
+            _source(row),
         ]
         for row in section.rows
     ]
@@ -443,10 +474,7 @@ def summary_markdown() -> str:
     """The README's table: the quickstart rows that have numbers, one metric column each."""
     rows = [row for s in SECTIONS if s.in_summary for row in s.rows if row.numbers]
     header = ["config (`configs/`)", *(h for _, h in SUMMARY_METRICS)]
-    body = [
-        [f"`{row.config}`", *(_number(row.numbers, key) for key, _ in SUMMARY_METRICS)]
-        for row in rows
-    ]
+    body = [[f"`{row.config}`", *(_number(row, key) for key, _ in SUMMARY_METRICS)] for row in rows]
     return _table(header, body)
 
 

@@ -8,6 +8,7 @@ from d2seg.evaluation.reference_results import (
     all_references,
     generated_block_names,
     main,
+    model_zoo_markdown,
     reference_for,
     refresh_generated_blocks,
 )
@@ -52,6 +53,16 @@ def test_reference_for():
     assert reference_for("configs/LIP-Parsing/parsing_rcnn_R_50_FPN_1x.yaml") is None
     assert reference_for("other_mask_rcnn_R_50_FPN_1x.yaml") is None
     assert reference_for("") is None
+    # the CIHP 1x row quotes the authors' current config and says which commit
+    cihp_1x = reference_for("configs/CIHP-Parsing/parsing_rcnn_R_50_FPN_1x.yaml")
+    assert cihp_1x[2]["parsing/mIoU"] == 52.8 and "8c4d940" in cihp_1x[1]
+    # a row whose model differs from the config's is never set beside a run's results
+    rescoring = "CIHP-Parsing/parsing_rcnn_R_50_FPN_3x_rescoring.yaml"
+    row = next(r for r in all_references() if r.config == rescoring)
+    assert row.numbers and row.not_comparable
+    assert reference_for(rescoring) is None
+    line = next(x for x in model_zoo_markdown().splitlines() if rescoring in x)
+    assert "| (58.2) |" in line and "not comparable: " in line
     # callers get their own copy of the numbers
     reference_for(name)[2]["bbox/AP"] = 0.0
     assert reference_for(name) == expected

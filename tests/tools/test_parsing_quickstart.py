@@ -1,5 +1,6 @@
 """The Parsing R-CNN quickstart as a user runs it: tools/train_net.py trains a few iterations on
-the synthetic human parsing and reports every parsing metric; tools/demo.py draws part maps."""
+the synthetic human parsing and reports every parsing metric, --eval-only with test-time
+augmentation evaluates again; tools/demo.py draws part maps."""
 
 import json
 import subprocess
@@ -61,6 +62,36 @@ def test_quickstart_trains_reports_parsing_metrics_and_draws(tmp_path):
         "parsing/PCP50",
         "bbox/AP",
     } <= reported, sorted(reported)
+
+    # --eval-only with test-time augmentation (flip) as well: a second evaluation, its own folder
+    result = subprocess.run(
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            QUICKSTART,
+            "--eval-only",
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "MODEL.WEIGHTS",
+            str(tmp_path / "model_final.pth"),
+            *TINY,
+            "TEST.AUG.ENABLED",
+            "True",
+            "TEST.AUG.MIN_SIZES",
+            "(128,)",
+            "TEST.AUG.MAX_SIZE",
+            "192",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    for folder in ("inference", "inference_TTA"):
+        assert (tmp_path / folder / "d2seg_synthetic_parsing_val" / "report.html").is_file()
 
     result = load_script("tools/demo.py").run(
         [

@@ -15,20 +15,21 @@ from d2seg.data.mappers.build import register_mapper
 from d2seg.data.targets.parsing import PersonPartMaps, flip_lookup
 
 
-def _training_flip_pairs(dataset_names: list[str]) -> list[tuple[int, int]]:
-    """The `parsing_flip_pairs` the training datasets share (like Detectron2's keypoint
-    `flip_indices`); datasets that disagree or lack them raise a ValueError naming them."""
+def dataset_flip_pairs(dataset_names: list[str], remedy: str) -> list[tuple[int, int]]:
+    """The `parsing_flip_pairs` the datasets share (like Detectron2's keypoint
+    `flip_indices`); datasets that disagree or lack them raise a ValueError naming them, a
+    missing one with `remedy` (how to run without flipping)."""
     pairs = {}
     for name in dataset_names:
         value = MetadataCatalog.get(name).get("parsing_flip_pairs")
         if value is None:
             raise ValueError(
                 f"dataset {name!r} has no `parsing_flip_pairs` metadata, needed to flip its "
-                f"part maps (set INPUT.RANDOM_FLIP 'none' to train without flipping)"
+                f"part maps ({remedy})"
             )
         pairs[name] = sorted(tuple(int(v) for v in pair) for pair in value)
     if len({tuple(p) for p in pairs.values()}) > 1:
-        raise ValueError(f"training datasets disagree on parsing_flip_pairs: {pairs}")
+        raise ValueError(f"datasets disagree on parsing_flip_pairs: {pairs}")
     return next(iter(pairs.values()))
 
 
@@ -80,9 +81,10 @@ class ParsingDatasetMapper(D2SegDatasetMapper):
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
         ret = super().from_config(cfg, is_train)
         flips = any(isinstance(a, T.RandomFlip) and a.horizontal for a in ret["augmentations"])
-        ret["flip_table"] = (
-            flip_lookup(_training_flip_pairs(list(cfg.DATASETS.TRAIN))) if flips else None
-        )
+        ret["flip_table"] = None
+        if flips:
+            remedy = "set INPUT.RANDOM_FLIP 'none' to train without flipping"
+            ret["flip_table"] = flip_lookup(dataset_flip_pairs(list(cfg.DATASETS.TRAIN), remedy))
         return ret
 
     def _transform_annotations(

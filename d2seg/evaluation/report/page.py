@@ -56,7 +56,7 @@ def headline_section(results: Mapping, reference: tuple | None) -> str:
         name, source, _ = reference
         note = f"Reference: <code>{html.escape(name)}</code>, {html.escape(source)}."
     else:
-        note = "docs/model_zoo.md lists no reference numbers for this config."
+        note = "docs/model_zoo.md lists no comparable reference numbers for this config."
     if not tables:
         return "<h2>Metrics</h2><p>The evaluators returned no metrics.</p>"
     return f"<h2>Metrics</h2><p>{note}</p>" + "".join(tables)

@@ -449,49 +449,6 @@ def test_draw_parsing_paints_parts_in_the_palette_most_confident_on_top():
         draw_parsing(image, instances, Metadata(name="_test_no_palette"))
 
 
-def test_paper_defaults_reach_the_model():
-    """The reference CIHP R-50-FPN settings (cfgs/CIHP/e2e_parsing_rcnn_R-50-FPN_*x_ms.yaml)."""
-    cfg = load_config(
-        str(REPO_ROOT / "configs/CIHP-Parsing/parsing_rcnn_R_50_FPN_3x.yaml"),
-        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""],
-    )
-    head = cfg.MODEL.ROI_PARSING_HEAD
-    assert (head.IN_FEATURES, head.POOLER_RESOLUTION, head.POOLER_SAMPLING_RATIO) == (["p2"], 32, 2)
-    assert (head.RESOLUTION, head.NUM_PARSING, head.ASPP_DIM, head.CONV_DIM) == (128, 20, 256, 512)
-    assert (list(head.ASPP_DILATIONS), head.NUM_CONVS, head.USE_NONLOCAL, head.NORM) == (
-        [6, 12, 18],
-        4,
-        True,
-        "",
-    )
-    assert (head.ROI_SIZE_PER_IMG, head.LOSS_WEIGHT, cfg.MODEL.PARSINGIOU_ON) == (16, 2.0, False)
-    assert (
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-        cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-        cfg.TEST.DETECTIONS_PER_IMAGE,
-        cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS,
-    ) == (0.05, 0.5, 100, [0.5])
-    assert (cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN) == (
-        (512, 640, 704, 768, 800, 864),
-        1400,
-    )
-    assert (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) == (800, 1333)
-    solver = cfg.SOLVER
-    assert (
-        solver.BASE_LR,
-        solver.IMS_PER_BATCH,
-        solver.WARMUP_ITERS,
-        solver.WARMUP_FACTOR,
-        solver.STEPS,
-        solver.MAX_ITER,
-    ) == (0.02, 16, 500, 0.01, (105000, 125000), 135000)
-    roi_heads = build_model(cfg).roi_heads
-    pooler = roi_heads.parsing_pooler.level_poolers
-    assert len(pooler) == 1 and pooler[0].spatial_scale == 0.25  # P2 only, stride 4
-    assert (pooler[0].output_size, pooler[0].sampling_ratio) == ((32, 32), 2)
-    assert roi_heads.parsing_loss_weight == 2.0 and roi_heads.parsing_rois_per_image == 16
-
-
 def test_parsingiou_head_layers_and_max_pooled_logits():
     from d2seg.modeling.roi_heads.parsing import ParsingIoUHead
 
