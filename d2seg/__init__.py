@@ -4,7 +4,7 @@ Importing d2seg registers its datasets, models, mappers and evaluators with Dete
 below are the public API (config, extension points, and the heads a user builds on).
 """
 
-from d2seg import data, evaluation, modeling, solver  # noqa: F401  (registration only)
+from d2seg import data, engine, evaluation, modeling, solver  # noqa: F401  (registration only)
 from d2seg.config import add_d2seg_config, load_config
 from d2seg.data.mappers import build_test_mapper, build_train_mapper, register_mapper
 from d2seg.evaluation import build_evaluator, register_evaluator

@@ -21,6 +21,7 @@ from detectron2.utils.env import seed_all_rng
 from d2seg.data import build_test_mapper, build_train_mapper
 from d2seg.engine.checkpoint import D2SegCheckpointer
 from d2seg.engine.data import build_resumable_train_loader
+from d2seg.engine.inference import optimized_inference
 from d2seg.evaluation import build_evaluator
 from d2seg.modeling.test_time_augmentation import build_rcnn_tta
 from d2seg.solver import build_lr_scheduler, build_optimizer
@@ -101,6 +102,8 @@ class D2SegTrainer(DefaultTrainer):
       batches already trained on) and, with SEED >= 0, the random streams
       (:class:`ReseedAtCheckpoints`): with DATALOADER.NUM_WORKERS 0 the final weights equal
       those of an uninterrupted run.
+    - Evaluation runs with the options of TEST.AMP, TEST.CHANNELS_LAST and TEST.IMS_PER_BATCH
+      (:mod:`d2seg.engine.inference`).
     - A NaN / inf loss term stops training naming the term and the iteration; the last
       checkpoint stays the last good one (the failing step never reaches the optimizer).
     """
@@ -116,7 +119,16 @@ class D2SegTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable[list[dict]]:
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=build_test_mapper(cfg), batch_size=cfg.TEST.IMS_PER_BATCH
+        )
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None):
+        """DefaultTrainer.test with the inference options of TEST.AMP and TEST.CHANNELS_LAST
+        (:func:`d2seg.engine.inference.optimized_inference`)."""
+        with optimized_inference(cfg, model) as inference_model:
+            return super().test(cfg, inference_model, evaluators)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:

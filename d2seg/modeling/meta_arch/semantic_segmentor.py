@@ -9,6 +9,7 @@ The output "sem_seg" holds class probabilities (softmax), K x height x width.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
@@ -93,15 +94,21 @@ class D2SegSemanticSegmentor(SemanticSegmentor):
         }
 
     def forward(self, batched_inputs: list[dict]):
+        """Training: Detectron2's. Inference: images of the same size run as one batch (no
+        padding, so each image's output equals the one it gets alone); one dict per image."""
         if self.training:
             return super().forward(batched_inputs)
-        results = []
-        for inputs in batched_inputs:
-            image = (inputs["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-            probs = self.inference(image[None])[0]
-            height = inputs.get("height", image.shape[-2])
-            width = inputs.get("width", image.shape[-1])
-            results.append({"sem_seg": sem_seg_postprocess(probs, image.shape[-2:], height, width)})
+        same_size: dict[tuple[int, int], list[int]] = {}
+        for index, inputs in enumerate(batched_inputs):
+            same_size.setdefault(tuple(inputs["image"].shape[-2:]), []).append(index)
+        results: list[dict] = [{} for _ in batched_inputs]
+        for size, indices in same_size.items():
+            images = torch.stack([batched_inputs[i]["image"].to(self.device) for i in indices])
+            probs = self.inference((images - self.pixel_mean) / self.pixel_std)
+            for index, image_probs in zip(indices, probs):
+                height = batched_inputs[index].get("height", size[0])
+                width = batched_inputs[index].get("width", size[1])
+                results[index]["sem_seg"] = sem_seg_postprocess(image_probs, size, height, width)
         return results
 
     def inference(self, images: Tensor) -> Tensor:
