@@ -32,26 +32,15 @@ TINY = [
 # fmt: on
 
 
+def _train_net(*args: str) -> None:
+    """tools/train_net.py on the quickstart config with `args`; fails showing the log's end."""
+    command = [sys.executable, "tools/train_net.py", "--config-file", QUICKSTART, *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
 def test_quickstart_trains_reports_parsing_metrics_and_draws(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tools/train_net.py",
-            "--config-file",
-            QUICKSTART,
-            "OUTPUT_DIR",
-            str(tmp_path),
-            "SOLVER.MAX_ITER",
-            "2",
-            *TINY,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    _train_net("OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "2", *TINY)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     assert any("loss_parsing" in m for m in metrics)
     reported = set().union(*metrics)
@@ -64,32 +53,20 @@ def test_quickstart_trains_reports_parsing_metrics_and_draws(tmp_path):
     } <= reported, sorted(reported)
 
     # --eval-only with test-time augmentation (flip) as well: a second evaluation, its own folder
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tools/train_net.py",
-            "--config-file",
-            QUICKSTART,
-            "--eval-only",
-            "OUTPUT_DIR",
-            str(tmp_path),
-            "MODEL.WEIGHTS",
-            str(tmp_path / "model_final.pth"),
-            *TINY,
-            "TEST.AUG.ENABLED",
-            "True",
-            "TEST.AUG.MIN_SIZES",
-            "(128,)",
-            "TEST.AUG.MAX_SIZE",
-            "192",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _train_net(
+        "--eval-only",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "MODEL.WEIGHTS",
+        str(tmp_path / "model_final.pth"),
+        *TINY,
+        "TEST.AUG.ENABLED",
+        "True",
+        "TEST.AUG.MIN_SIZES",
+        "(128,)",
+        "TEST.AUG.MAX_SIZE",
+        "192",
     )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
     for folder in ("inference", "inference_TTA"):
         assert (tmp_path / folder / "d2seg_synthetic_parsing_val" / "report.html").is_file()
 

@@ -40,29 +40,29 @@ def aspp_pool_size(cfg: CfgNode) -> tuple[int, int] | None:
 def deeplab_v3_plus_decoder_args(
     cfg: CfgNode,
     input_shape: dict[str, ShapeSpec],
-    *,
-    in_features: list[str],
-    project_channels: list[int],
-    aspp_dilations: list[int],
-    aspp_channels: int,
-    aspp_dropout: float,
-    decoder_channels: int,
-    common_stride: int,
-    norm: str,
+    head: CfgNode,
+    branch: CfgNode | None = None,
+    aspp_dilations: list[int] | None = None,
 ) -> dict:
-    """`DeepLabV3PlusHead` keyword arguments for one branch, from that branch's keys.
+    """`DeepLabV3PlusHead` keyword arguments for one branch.
 
-    The decoder has one stage per input feature: `decoder_channels` for the fused stages and
-    `aspp_channels` for the ASPP stage; the DSConv choice comes from MODEL.PANOPTIC_DEEPLAB.
+    `head` gives the features, decoder width, stride and norm; `branch` (default: `head`) the
+    projections and the ASPP width and dropout; `aspp_dilations` (default: the branch's
+    ASPP_DILATIONS) its rates. The instance head keeps all of them in one node; the semantic
+    head splits them between SEM_SEG_HEAD, its PANOPTIC_DEEPLAB node and the shared ASPP node.
+    The decoder has one stage per input feature: CONVS_DIM channels for the fused stages and
+    ASPP_CHANNELS for the ASPP stage; the DSConv choice comes from MODEL.PANOPTIC_DEEPLAB.
     """
+    branch = head if branch is None else branch
+    dilations = branch.ASPP_DILATIONS if aspp_dilations is None else aspp_dilations
     return {
-        "input_shape": {k: v for k, v in input_shape.items() if k in in_features},
-        "project_channels": list(project_channels),
-        "aspp_dilations": list(aspp_dilations),
-        "aspp_dropout": aspp_dropout,
-        "decoder_channels": [decoder_channels] * (len(in_features) - 1) + [aspp_channels],
-        "common_stride": common_stride,
-        "norm": norm,
+        "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+        "project_channels": list(branch.PROJECT_CHANNELS),
+        "aspp_dilations": list(dilations),
+        "aspp_dropout": branch.ASPP_DROPOUT,
+        "decoder_channels": [head.CONVS_DIM] * (len(head.IN_FEATURES) - 1) + [branch.ASPP_CHANNELS],
+        "common_stride": head.COMMON_STRIDE,
+        "norm": head.NORM,
         "train_size": aspp_pool_size(cfg),
         "use_depthwise_separable_conv": cfg.MODEL.PANOPTIC_DEEPLAB.USE_DEPTHWISE_SEPARABLE_CONV,
     }

@@ -93,20 +93,8 @@ class D2SegPanopticDeepLabInsEmbedHead(PanopticDeepLabInsEmbedHead):
                 f"MODEL.PANOPTIC_DEEPLAB.HEAD_LAYOUT {pdl.HEAD_LAYOUT!r} is not one "
                 f"of {HEAD_LAYOUTS}"
             )
-        decoder = deeplab_v3_plus_decoder_args(
-            cfg,
-            input_shape,
-            in_features=head.IN_FEATURES,
-            project_channels=head.PROJECT_CHANNELS,
-            aspp_dilations=head.ASPP_DILATIONS,
-            aspp_channels=head.ASPP_CHANNELS,
-            aspp_dropout=head.ASPP_DROPOUT,
-            decoder_channels=head.CONVS_DIM,
-            common_stride=head.COMMON_STRIDE,
-            norm=head.NORM,
-        )
         return {
-            **decoder,
+            **deeplab_v3_plus_decoder_args(cfg, input_shape, head),
             "head_channels": head.HEAD_CHANNELS,
             "center_loss_weight": head.CENTER_LOSS_WEIGHT,
             "offset_loss_weight": head.OFFSET_LOSS_WEIGHT,

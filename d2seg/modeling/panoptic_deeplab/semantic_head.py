@@ -54,20 +54,8 @@ class D2SegPanopticDeepLabSemSegHead(PanopticDeepLabSemSegHead):
         # DeepLabCE); the project's own "cross_entropy" branch cannot take the per-pixel
         # weights that its forward passes.
         top_k = branch.LOSS_TOP_K if branch.LOSS_TYPE == "hard_pixel_mining" else 1.0
-        decoder = deeplab_v3_plus_decoder_args(
-            cfg,
-            input_shape,
-            in_features=head.IN_FEATURES,
-            project_channels=branch.PROJECT_CHANNELS,
-            aspp_dilations=head.ASPP.DILATIONS,
-            aspp_channels=branch.ASPP_CHANNELS,
-            aspp_dropout=branch.ASPP_DROPOUT,
-            decoder_channels=head.CONVS_DIM,
-            common_stride=head.COMMON_STRIDE,
-            norm=head.NORM,
-        )
         return {
-            **decoder,
+            **deeplab_v3_plus_decoder_args(cfg, input_shape, head, branch, head.ASPP.DILATIONS),
             "head_channels": branch.HEAD_CHANNELS,
             "loss_weight": head.LOSS_WEIGHT,
             "loss_type": "hard_pixel_mining",
